@@ -1,0 +1,390 @@
+"""Sync and asyncio clients for ``aegis.embed.v1.EmbedService``.
+
+Thin wrappers over the generated stub: they validate names client-side (so a typo fails
+before a round trip), attach the bearer token and deadline to every call, and decode vectors
+into numpy. Server errors surface unchanged as ``grpc.RpcError`` so callers can act on the
+status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+import numpy as np
+from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
+
+from aegis_client.decode import ENCODING_NAMES, ENCODING_VALUES, decode_embeddings
+
+__all__ = ["DEFAULT_TARGET", "AsyncEmbedClient", "EmbedClient", "EmbedResult"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+INPUT_TYPES: dict[str, int] = {
+    "query": embed_pb2.INPUT_TYPE_QUERY,
+    "document": embed_pb2.INPUT_TYPE_DOCUMENT,
+}
+
+# Large document batches easily pass gRPC's 4 MiB default receive limit (1000 x 768 floats is
+# already ~3 MB), so the client accepts what a gateway is likely to send; user options win.
+_DEFAULT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+#: One text, or any iterable of texts.
+Inputs = str | Iterable[str]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Decoded vectors plus the response metadata callers usually need.
+
+    ``timing`` holds the server's nanosecond timings (``queue_ns``, ``tokenization_ns``,
+    ``inference_ns``, ``total_ns``); ``raw`` is the response message for anything else.
+    """
+
+    embeddings: np.ndarray
+    model: str
+    encoder: str
+    dimensions: int
+    encoding: str
+    input_tokens: int
+    fallback: bool
+    timing: dict[str, int]
+    raw: embed_pb2.EmbedResponse = field(repr=False)
+    space_id: str = ""
+    layers: int = 0
+    tokens_per_input: list[int] = field(default_factory=list)
+
+
+def _input_type_value(input_type: str) -> int:
+    try:
+        return INPUT_TYPES[input_type]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown input_type {input_type!r}; expected one of {sorted(INPUT_TYPES)}"
+        ) from None
+
+
+def _encoding_value(encoding: str) -> int:
+    try:
+        return ENCODING_VALUES[encoding]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown encoding {encoding!r}; expected one of {sorted(ENCODING_VALUES)}"
+        ) from None
+
+
+def _as_list(inputs: Inputs) -> list[str]:
+    # A bare str is one input, not a sequence of characters.
+    if isinstance(inputs, str):
+        return [inputs]
+    return list(inputs)
+
+
+def _non_negative(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int (0 = model default), got {value!r}")
+    return value
+
+
+def _embed_request(
+    inputs: Inputs,
+    input_type: str,
+    dimensions: int,
+    encoding: str,
+    layers: int,
+    truncate: bool,
+) -> embed_pb2.EmbedRequest:
+    return embed_pb2.EmbedRequest(
+        inputs=_as_list(inputs),
+        input_type=_input_type_value(input_type),
+        dimensions=_non_negative("dimensions", dimensions),
+        encoding=_encoding_value(encoding),
+        layers=_non_negative("layers", layers),
+        truncate=embed_pb2.TRUNCATE_END if truncate else embed_pb2.TRUNCATE_NONE,
+    )
+
+
+def _tokenize_request(
+    inputs: Inputs, input_type: str, add_prompt: bool
+) -> embed_pb2.TokenizeRequest:
+    return embed_pb2.TokenizeRequest(
+        inputs=_as_list(inputs),
+        input_type=_input_type_value(input_type),
+        add_prompt=add_prompt,
+    )
+
+
+def _embed_result(response: embed_pb2.EmbedResponse, unpack_bits: bool) -> EmbedResult:
+    timing = response.timing
+    return EmbedResult(
+        embeddings=decode_embeddings(response, unpack_bits=unpack_bits),
+        model=response.model,
+        encoder=response.encoder,
+        dimensions=int(response.dimensions),
+        encoding=ENCODING_NAMES[response.encoding],
+        input_tokens=int(response.usage.input_tokens),
+        fallback=bool(response.fallback),
+        timing={
+            "queue_ns": int(timing.queue_ns),
+            "tokenization_ns": int(timing.tokenization_ns),
+            "inference_ns": int(timing.inference_ns),
+            "total_ns": int(timing.total_ns),
+        },
+        raw=response,
+        space_id=response.space_id,
+        layers=int(response.layers),
+        tokens_per_input=list(response.usage.tokens_per_input),
+    )
+
+
+class _ClientBase:
+    """Configuration shared by the sync and async clients (credentials, metadata, deadline)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None,
+        tls: bool,
+        root_certificates: bytes | None,
+        private_key: bytes | None,
+        certificate_chain: bytes | None,
+        token: str | None,
+        options: list | None,
+    ) -> None:
+        if not tls and (root_certificates or private_key or certificate_chain):
+            raise ValueError("certificates were given but tls=False; pass tls=True to use them")
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("mTLS needs both private_key and certificate_chain")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.target = target
+        self.timeout = timeout
+        self._credentials = (
+            grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+            if tls
+            else None
+        )
+        # Sent as plain metadata (not call credentials) so the token also works on the
+        # insecure localhost / sidecar-mesh setups where TLS is terminated elsewhere.
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {token}"),) if token else None
+        )
+        user_options = list(options or [])
+        user_keys = {key for key, _ in user_options}
+        self._options = [o for o in _DEFAULT_OPTIONS if o[0] not in user_keys] + user_options
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+
+class EmbedClient(_ClientBase):
+    """Blocking client. ``timeout`` is the default deadline (seconds) of every call.
+
+    Use as a context manager or call :meth:`close` to release the channel.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        token: str | None = None,
+        options: list | None = None,
+    ) -> None:
+        super().__init__(
+            target,
+            timeout=timeout,
+            tls=tls,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            token=token,
+            options=options,
+        )
+        if self._credentials is not None:
+            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=self._options)
+        self._stub = embed_pb2_grpc.EmbedServiceStub(self._channel)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The underlying channel, e.g. for the health service or reflection."""
+        return self._channel
+
+    def embed(
+        self,
+        inputs: Inputs,
+        input_type: str,
+        *,
+        dimensions: int = 0,
+        encoding: str = "float32",
+        layers: int = 0,
+        truncate: bool = True,
+        unpack_bits: bool = False,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Embed ``inputs`` (a str or a list) as ``"query"`` or ``"document"``.
+
+        ``dimensions``/``layers`` 0 mean full size/depth; ``truncate=False`` makes over-long
+        inputs an INVALID_ARGUMENT error instead of cutting them. ``timeout`` (seconds)
+        overrides the client's default deadline for this call.
+        """
+        request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
+        response = self._stub.Embed(
+            request, timeout=self._deadline(timeout), metadata=self._metadata
+        )
+        return _embed_result(response, unpack_bits)
+
+    def embed_queries(self, texts: Inputs, **kwargs: Any) -> np.ndarray:
+        """Vectors of search queries (query pool); keyword arguments as :meth:`embed`."""
+        return self.embed(texts, "query", **kwargs).embeddings
+
+    def embed_documents(self, texts: Inputs, **kwargs: Any) -> np.ndarray:
+        """Vectors of documents/passages (document pool); keyword arguments as :meth:`embed`."""
+        return self.embed(texts, "document", **kwargs).embeddings
+
+    def tokenize(
+        self,
+        texts: Inputs,
+        input_type: str,
+        add_prompt: bool = True,
+        *,
+        timeout: float | None = None,
+    ) -> embed_pb2.TokenizeResponse:
+        """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
+        request = _tokenize_request(texts, input_type, add_prompt)
+        return self._stub.Tokenize(
+            request, timeout=self._deadline(timeout), metadata=self._metadata
+        )
+
+    def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
+        """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
+        return self._stub.GetInfo(
+            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+        )
+
+    def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> EmbedClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncEmbedClient(_ClientBase):
+    """asyncio client (``grpc.aio``); same methods as :class:`EmbedClient`, awaited.
+
+    Create it inside the event loop that will use it; use ``async with`` or await
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        token: str | None = None,
+        options: list | None = None,
+    ) -> None:
+        super().__init__(
+            target,
+            timeout=timeout,
+            tls=tls,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            token=token,
+            options=options,
+        )
+        if self._credentials is not None:
+            self._channel = grpc.aio.secure_channel(
+                target, self._credentials, options=self._options
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=self._options)
+        self._stub = embed_pb2_grpc.EmbedServiceStub(self._channel)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying aio channel, e.g. for the health service or reflection."""
+        return self._channel
+
+    async def embed(
+        self,
+        inputs: Inputs,
+        input_type: str,
+        *,
+        dimensions: int = 0,
+        encoding: str = "float32",
+        layers: int = 0,
+        truncate: bool = True,
+        unpack_bits: bool = False,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Embed ``inputs`` as ``"query"`` or ``"document"``; see :meth:`EmbedClient.embed`."""
+        request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
+        response = await self._stub.Embed(
+            request, timeout=self._deadline(timeout), metadata=self._metadata
+        )
+        return _embed_result(response, unpack_bits)
+
+    async def embed_queries(self, texts: Inputs, **kwargs: Any) -> np.ndarray:
+        """Vectors of search queries (query pool); keyword arguments as :meth:`embed`."""
+        return (await self.embed(texts, "query", **kwargs)).embeddings
+
+    async def embed_documents(self, texts: Inputs, **kwargs: Any) -> np.ndarray:
+        """Vectors of documents/passages (document pool); keyword arguments as :meth:`embed`."""
+        return (await self.embed(texts, "document", **kwargs)).embeddings
+
+    async def tokenize(
+        self,
+        texts: Inputs,
+        input_type: str,
+        add_prompt: bool = True,
+        *,
+        timeout: float | None = None,
+    ) -> embed_pb2.TokenizeResponse:
+        """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
+        request = _tokenize_request(texts, input_type, add_prompt)
+        return await self._stub.Tokenize(
+            request, timeout=self._deadline(timeout), metadata=self._metadata
+        )
+
+    async def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
+        """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
+        return await self._stub.GetInfo(
+            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+        )
+
+    async def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncEmbedClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

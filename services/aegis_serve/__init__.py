@@ -1,0 +1,1 @@
+"""aegis-serve: gRPC embedding service with an asymmetric query/document split."""
