@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x65gis/embed/v1/embed.proto\x12\x0e\x61\x65gis.embed.v1\"\xc9\x01\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12-\n\ninput_type\x18\x02 \x01(\x0e\x32\x19.aegis.embed.v1.InputType\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12*\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\x0e\n\x06layers\x18\x05 \x01(\r\x12*\n\x08truncate\x18\x06 \x01(\x0e\x32\x18.aegis.embed.v1.Truncate\")\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"7\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x18\n\x10tokens_per_input\x18\x02 \x03(\r\"[\n\x06Timing\x12\x10\n\x08queue_ns\x18\x01 \x01(\x04\x12\x17\n\x0ftokenization_ns\x18\x02 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\"\xa0\x02\n\rEmbedResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.aegis.embed.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12$\n\x05usage\x18\x06 \x01(\x0b\x32\x15.aegis.embed.v1.Usage\x12&\n\x06timing\x18\x07 \x01(\x0b\x32\x16.aegis.embed.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\x08\x12\x10\n\x08space_id\x18\t \x01(\t\x12\x0e\n\x06layers\x18\n \x01(\r\"d\n\x0fTokenizeRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12-\n\ninput_type\x18\x02 \x01(\x0e\x32\x19.aegis.embed.v1.InputType\x12\x12\n\nadd_prompt\x18\x03 \x01(\x08\"O\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0c\n\x04stop\x18\x04 \x01(\r\x12\x0f\n\x07special\x18\x05 \x01(\x08\"S\n\x0eTokenizedInput\x12%\n\x06tokens\x18\x01 \x03(\x0b\x32\x15.aegis.embed.v1.Token\x12\x1a\n\x12\x65xceeds_max_tokens\x18\x02 \x01(\x08\"k\n\x10TokenizeResponse\x12.\n\x06inputs\x18\x01 \x03(\x0b\x32\x1e.aegis.embed.v1.TokenizedInput\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\r\x12\r\n\x05model\x18\x03 \x01(\t\"\x10\n\x0eGetInfoRequest\"\xc6\x01\n\x08PoolInfo\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08space_id\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x18\n\x10healthy_replicas\x18\x05 \x01(\r\x12\x0f\n\x07serving\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x18\n\x10max_input_tokens\x18\t \x01(\r\x12\x15\n\rlayer_options\x18\n \x03(\r\"\xb3\x02\n\x0fGetInfoResponse\x12\x10\n\x08space_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\x03 \x03(\r\x12\x15\n\rlayer_options\x18\x04 \x03(\r\x12\x18\n\x10max_input_tokens\x18\x05 \x01(\r\x12+\n\tencodings\x18\x06 \x03(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\'\n\x05pools\x18\x07 \x03(\x0b\x32\x18.aegis.embed.v1.PoolInfo\x12\x1e\n\x16max_inputs_per_request\x18\x08 \x01(\r\x12\x12\n\ncalibrated\x18\t \x01(\x08\x12\x0f\n\x07serving\x18\n \x01(\x08\x12\x0f\n\x07problem\x18\x0b \x01(\t*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02*\xa2\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT32\x10\x01\x12\x14\n\x10\x45NCODING_FLOAT16\x10\x02\x12\x11\n\rENCODING_INT8\x10\x03\x12\x12\n\x0e\x45NCODING_UINT8\x10\x04\x12\x13\n\x0f\x45NCODING_BINARY\x10\x05\x12\x14\n\x10\x45NCODING_UBINARY\x10\x06*/\n\x08Truncate\x12\x10\n\x0cTRUNCATE_END\x10\x00\x12\x11\n\rTRUNCATE_NONE\x10\x01\x32\xbf\x02\n\x0c\x45mbedService\x12\x44\n\x05\x45mbed\x12\x1c.aegis.embed.v1.EmbedRequest\x1a\x1d.aegis.embed.v1.EmbedResponse\x12N\n\x0b\x45mbedStream\x12\x1c.aegis.embed.v1.EmbedRequest\x1a\x1d.aegis.embed.v1.EmbedResponse(\x01\x30\x01\x12M\n\x08Tokenize\x12\x1f.aegis.embed.v1.TokenizeRequest\x1a .aegis.embed.v1.TokenizeResponse\x12J\n\x07GetInfo\x12\x1e.aegis.embed.v1.GetInfoRequest\x1a\x1f.aegis.embed.v1.GetInfoResponseBu\n\x12\x64\x65v.aegis.embed.v1B\nEmbedProtoP\x01Z@github.com/aegis-serve/aegis-serve/gen/go/aegis/embed/v1;embedv1\xaa\x02\x0e\x41\x65gis.Embed.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x65gis/embed/v1/embed.proto\x12\x0e\x61\x65gis.embed.v1\"\xc9\x01\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12-\n\ninput_type\x18\x02 \x01(\x0e\x32\x19.aegis.embed.v1.InputType\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12*\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\x0e\n\x06layers\x18\x05 \x01(\r\x12*\n\x08truncate\x18\x06 \x01(\x0e\x32\x18.aegis.embed.v1.Truncate\")\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"7\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x18\n\x10tokens_per_input\x18\x02 \x03(\r\"[\n\x06Timing\x12\x10\n\x08queue_ns\x18\x01 \x01(\x04\x12\x17\n\x0ftokenization_ns\x18\x02 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\"\xc7\x02\n\rEmbedResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.aegis.embed.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12$\n\x05usage\x18\x06 \x01(\x0b\x32\x15.aegis.embed.v1.Usage\x12&\n\x06timing\x18\x07 \x01(\x0b\x32\x16.aegis.embed.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\x08\x12\x10\n\x08space_id\x18\t \x01(\t\x12\x0e\n\x06layers\x18\n \x01(\r\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x16.aegis.embed.v1.Status\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"d\n\x0fTokenizeRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12-\n\ninput_type\x18\x02 \x01(\x0e\x32\x19.aegis.embed.v1.InputType\x12\x12\n\nadd_prompt\x18\x03 \x01(\x08\"O\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0c\n\x04stop\x18\x04 \x01(\r\x12\x0f\n\x07special\x18\x05 \x01(\x08\"S\n\x0eTokenizedInput\x12%\n\x06tokens\x18\x01 \x03(\x0b\x32\x15.aegis.embed.v1.Token\x12\x1a\n\x12\x65xceeds_max_tokens\x18\x02 \x01(\x08\"k\n\x10TokenizeResponse\x12.\n\x06inputs\x18\x01 \x03(\x0b\x32\x1e.aegis.embed.v1.TokenizedInput\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\r\x12\r\n\x05model\x18\x03 \x01(\t\"\x10\n\x0eGetInfoRequest\"\xc6\x01\n\x08PoolInfo\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08space_id\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x18\n\x10healthy_replicas\x18\x05 \x01(\r\x12\x0f\n\x07serving\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x18\n\x10max_input_tokens\x18\t \x01(\r\x12\x15\n\rlayer_options\x18\n \x03(\r\"\xb3\x02\n\x0fGetInfoResponse\x12\x10\n\x08space_id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\x03 \x03(\r\x12\x15\n\rlayer_options\x18\x04 \x03(\r\x12\x18\n\x10max_input_tokens\x18\x05 \x01(\r\x12+\n\tencodings\x18\x06 \x03(\x0e\x32\x18.aegis.embed.v1.Encoding\x12\'\n\x05pools\x18\x07 \x03(\x0b\x32\x18.aegis.embed.v1.PoolInfo\x12\x1e\n\x16max_inputs_per_request\x18\x08 \x01(\r\x12\x12\n\ncalibrated\x18\t \x01(\x08\x12\x0f\n\x07serving\x18\n \x01(\x08\x12\x0f\n\x07problem\x18\x0b \x01(\t*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02*\xa2\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT32\x10\x01\x12\x14\n\x10\x45NCODING_FLOAT16\x10\x02\x12\x11\n\rENCODING_INT8\x10\x03\x12\x12\n\x0e\x45NCODING_UINT8\x10\x04\x12\x13\n\x0f\x45NCODING_BINARY\x10\x05\x12\x14\n\x10\x45NCODING_UBINARY\x10\x06*/\n\x08Truncate\x12\x10\n\x0cTRUNCATE_END\x10\x00\x12\x11\n\rTRUNCATE_NONE\x10\x01\x32\xbf\x02\n\x0c\x45mbedService\x12\x44\n\x05\x45mbed\x12\x1c.aegis.embed.v1.EmbedRequest\x1a\x1d.aegis.embed.v1.EmbedResponse\x12N\n\x0b\x45mbedStream\x12\x1c.aegis.embed.v1.EmbedRequest\x1a\x1d.aegis.embed.v1.EmbedResponse(\x01\x30\x01\x12M\n\x08Tokenize\x12\x1f.aegis.embed.v1.TokenizeRequest\x1a .aegis.embed.v1.TokenizeResponse\x12J\n\x07GetInfo\x12\x1e.aegis.embed.v1.GetInfoRequest\x1a\x1f.aegis.embed.v1.GetInfoResponseBu\n\x12\x64\x65v.aegis.embed.v1B\nEmbedProtoP\x01Z@github.com/aegis-serve/aegis-serve/gen/go/aegis/embed/v1;embedv1\xaa\x02\x0e\x41\x65gis.Embed.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aegis.embed.v1.embed_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.aegis.embed.v1B\nEmbedProtoP\001Z@github.com/aegis-serve/aegis-serve/gen/go/aegis/embed/v1;embedv1\252\002\016Aegis.Embed.V1'
-  _globals['_INPUTTYPE']._serialized_start=1640
-  _globals['_INPUTTYPE']._serialized_end=1726
-  _globals['_ENCODING']._serialized_start=1729
-  _globals['_ENCODING']._serialized_end=1891
-  _globals['_TRUNCATE']._serialized_start=1893
-  _globals['_TRUNCATE']._serialized_end=1940
+  _globals['_INPUTTYPE']._serialized_start=1720
+  _globals['_INPUTTYPE']._serialized_end=1806
+  _globals['_ENCODING']._serialized_start=1809
+  _globals['_ENCODING']._serialized_end=1971
+  _globals['_TRUNCATE']._serialized_start=1973
+  _globals['_TRUNCATE']._serialized_end=2020
   _globals['_EMBEDREQUEST']._serialized_start=47
   _globals['_EMBEDREQUEST']._serialized_end=248
   _globals['_EMBEDDING']._serialized_start=250
@@ -47,21 +47,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMING']._serialized_start=350
   _globals['_TIMING']._serialized_end=441
   _globals['_EMBEDRESPONSE']._serialized_start=444
-  _globals['_EMBEDRESPONSE']._serialized_end=732
-  _globals['_TOKENIZEREQUEST']._serialized_start=734
-  _globals['_TOKENIZEREQUEST']._serialized_end=834
-  _globals['_TOKEN']._serialized_start=836
-  _globals['_TOKEN']._serialized_end=915
-  _globals['_TOKENIZEDINPUT']._serialized_start=917
-  _globals['_TOKENIZEDINPUT']._serialized_end=1000
-  _globals['_TOKENIZERESPONSE']._serialized_start=1002
-  _globals['_TOKENIZERESPONSE']._serialized_end=1109
-  _globals['_GETINFOREQUEST']._serialized_start=1111
-  _globals['_GETINFOREQUEST']._serialized_end=1127
-  _globals['_POOLINFO']._serialized_start=1130
-  _globals['_POOLINFO']._serialized_end=1328
-  _globals['_GETINFORESPONSE']._serialized_start=1331
-  _globals['_GETINFORESPONSE']._serialized_end=1638
-  _globals['_EMBEDSERVICE']._serialized_start=1943
-  _globals['_EMBEDSERVICE']._serialized_end=2262
+  _globals['_EMBEDRESPONSE']._serialized_end=771
+  _globals['_STATUS']._serialized_start=773
+  _globals['_STATUS']._serialized_end=812
+  _globals['_TOKENIZEREQUEST']._serialized_start=814
+  _globals['_TOKENIZEREQUEST']._serialized_end=914
+  _globals['_TOKEN']._serialized_start=916
+  _globals['_TOKEN']._serialized_end=995
+  _globals['_TOKENIZEDINPUT']._serialized_start=997
+  _globals['_TOKENIZEDINPUT']._serialized_end=1080
+  _globals['_TOKENIZERESPONSE']._serialized_start=1082
+  _globals['_TOKENIZERESPONSE']._serialized_end=1189
+  _globals['_GETINFOREQUEST']._serialized_start=1191
+  _globals['_GETINFOREQUEST']._serialized_end=1207
+  _globals['_POOLINFO']._serialized_start=1210
+  _globals['_POOLINFO']._serialized_end=1408
+  _globals['_GETINFORESPONSE']._serialized_start=1411
+  _globals['_GETINFORESPONSE']._serialized_end=1718
+  _globals['_EMBEDSERVICE']._serialized_start=2023
+  _globals['_EMBEDSERVICE']._serialized_end=2342
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""Encoder pool replica: queue, token-budget batching and the EncoderService."""

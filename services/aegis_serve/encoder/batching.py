@@ -1,0 +1,284 @@
+"""Dynamic batching: a bounded queue of texts, cut into token-budget batches.
+
+Kept apart from the model (as TEI keeps its queue and `infer` loop apart from backends):
+the batcher only needs something that can `collate` tokenized texts and run `forward`.
+Every iteration takes the pending texts of the oldest request's depth, sorts them by
+length (little padding), cuts them into batches whose *padded* size fits the token budget,
+and runs the batch holding the oldest text (fairness). Texts of cancelled or expired
+requests are dropped before they reach the model. One model thread runs the forwards,
+so the event loop keeps accepting and tokenizing requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aegis_serve.models.embedder import TokenizedText
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The bounded queue cannot take the request; the caller should back off."""
+
+
+class DeadlineExpired(Exception):
+    """The request's deadline passed before its texts reached the model."""
+
+
+class BatchFailed(Exception):
+    """The model failed on a batch holding this request's texts."""
+
+
+class Runner(Protocol):
+    """What the batcher needs from a model."""
+
+    def collate(self, items: Sequence[TokenizedText]) -> Any: ...
+
+    def forward(self, batch: Any, layers: int = 0) -> np.ndarray: ...
+
+
+@dataclass(eq=False)
+class Job:
+    """One Encode call: its texts share a deadline and a fate."""
+
+    items: Sequence[TokenizedText]
+    layers: int
+    deadline: float | None
+    future: asyncio.Future[Job]
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    rows: np.ndarray | None = None
+    remaining: int = 0
+    cancelled: bool = False
+    queue_ns: int = 0
+    inference_ns: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.cancelled or self.future.done()
+
+
+@dataclass(eq=False)
+class Slot:
+    """One text of a job waiting for a batch."""
+
+    job: Job
+    index: int
+    length: int
+    seq: int
+
+
+@dataclass
+class BatcherStats:
+    """Running totals, read by metrics and benchmarks."""
+
+    batches: int = 0
+    texts: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    dropped_texts: int = 0
+    split_batches: int = 0
+
+
+def plan_batches(
+    slots: Sequence[Slot], max_batch_tokens: int, max_batch_texts: int
+) -> list[list[Slot]]:
+    """Cut length-sorted slots into batches whose padded size fits the budget.
+
+    A text longer than the whole budget still gets a batch of its own.
+    """
+    batches: list[list[Slot]] = []
+    current: list[Slot] = []
+    for slot in sorted(slots, key=lambda s: (s.length, s.seq)):
+        fits = (len(current) + 1) * slot.length <= max_batch_tokens
+        if current and (not fits or len(current) >= max_batch_texts):
+            batches.append(current)
+            current = []
+        current.append(slot)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _is_oom(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+class Batcher:
+    """Bounded queue + batching loop in front of one Runner."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        dim: int,
+        *,
+        max_batch_tokens: int = 16384,
+        max_batch_texts: int = 256,
+        max_queue_texts: int = 4096,
+        wait_s: float = 0.0,
+    ) -> None:
+        self.runner = runner
+        self.dim = dim
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_texts = max_batch_texts
+        self.max_queue_texts = max_queue_texts
+        self.wait_s = wait_s
+        self.stats = BatcherStats()
+        self._pending: list[Slot] = []
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- public
+    @property
+    def queued_texts(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for slot in self._pending:
+            if not slot.job.future.done():
+                slot.job.future.set_exception(BatchFailed("encoder shutting down"))
+        self._pending.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def submit(
+        self, items: Sequence[TokenizedText], layers: int = 0, deadline: float | None = None
+    ) -> Job:
+        """Queue the texts; resolve when all rows are embedded (or raise)."""
+        if not items:
+            raise ValueError("no texts")
+        if len(self._pending) + len(items) > self.max_queue_texts:
+            raise QueueFull(
+                f"encoder queue is full ({len(self._pending)} texts waiting, "
+                f"limit {self.max_queue_texts}); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        job = Job(items=items, layers=layers, deadline=deadline, future=loop.create_future())
+        job.rows = np.empty((len(items), self.dim), dtype=np.float32)
+        job.remaining = len(items)
+        for i, it in enumerate(items):
+            self._seq += 1
+            self._pending.append(Slot(job, i, len(it.ids), self._seq))
+        self._wakeup.set()
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            job.cancelled = True  # its texts are dropped before the next batch
+            raise
+
+    # ------------------------------------------------------------------ loop
+    def _alive(self, slot: Slot, now: float) -> bool:
+        job = slot.job
+        if job.done:
+            return False
+        if job.deadline is not None and now > job.deadline:
+            job.future.set_exception(DeadlineExpired("deadline expired while queued"))
+            return False
+        return True
+
+    def _prune(self) -> None:
+        now = asyncio.get_running_loop().time()
+        kept = [s for s in self._pending if self._alive(s, now)]
+        self.stats.dropped_texts += len(self._pending) - len(kept)
+        self._pending = kept
+
+    def _next_batch(self) -> tuple[list[Slot], int]:
+        oldest = min(self._pending, key=lambda s: s.seq)
+        layers = oldest.job.layers
+        same_depth = [s for s in self._pending if s.job.layers == layers]
+        for batch in plan_batches(same_depth, self.max_batch_tokens, self.max_batch_texts):
+            if oldest in batch:
+                return batch, layers
+        raise AssertionError("oldest slot not planned")  # pragma: no cover
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if self.wait_s:
+                await asyncio.sleep(self.wait_s)
+            self._prune()
+            if not self._pending:
+                self._wakeup.clear()
+                continue
+            batch, layers = self._next_batch()
+            taken = set(map(id, batch))
+            self._pending = [s for s in self._pending if id(s) not in taken]
+            await self._run(batch, layers)
+
+    async def _run(self, batch: list[Slot], layers: int) -> None:
+        started = time.perf_counter_ns()
+        items = [s.job.items[s.index] for s in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            matrix = await loop.run_in_executor(self._executor, self._forward, items, layers)
+        except Exception as exc:  # the model failed: fail only this batch's requests
+            log.exception("batch of %d texts failed", len(batch))
+            for job in {s.job for s in batch}:
+                if not job.future.done():
+                    job.future.set_exception(BatchFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        elapsed = time.perf_counter_ns() - started
+        width = max(len(it.ids) for it in items)
+        self.stats.batches += 1
+        self.stats.texts += len(batch)
+        self.stats.real_tokens += sum(len(it.ids) for it in items)
+        self.stats.padded_tokens += width * len(batch)
+        seen: set[int] = set()
+        for slot, row in zip(batch, matrix, strict=True):
+            job = slot.job
+            if job.future.done():
+                continue
+            assert job.rows is not None
+            job.rows[slot.index] = row
+            job.remaining -= 1
+            if id(job) not in seen:
+                seen.add(id(job))
+                job.queue_ns = max(job.queue_ns, started - job.enqueued_ns)
+                job.inference_ns += elapsed
+            if job.remaining == 0:
+                job.future.set_result(job)
+
+    def _forward(self, items: list[TokenizedText], layers: int) -> np.ndarray:
+        """Run on the model thread; halve the batch on out-of-memory instead of failing."""
+        try:
+            return self.runner.forward(self.runner.collate(items), layers)
+        except Exception as exc:
+            if not _is_oom(exc) or len(items) == 1:
+                raise
+        self.stats.split_batches += 1
+        _free_accelerator_cache()
+        half = len(items) // 2
+        log.warning("out of memory on %d texts; splitting the batch", len(items))
+        return np.concatenate(
+            [self._forward(items[:half], layers), self._forward(items[half:], layers)]
+        )
+
+
+def _free_accelerator_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        pass

@@ -1,0 +1,193 @@
+"""EncoderService: validate, tokenize, queue into the batcher, return one float32 matrix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import numpy as np
+from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+
+from aegis_serve.common.errors import ServiceError, abort, invalid
+from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
+from aegis_serve.models.embedder import Embedder, TokenizedText
+from aegis_serve.settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+NO_PROMPT = "-"
+# Above this many characters, tokenize on a worker thread so the event loop stays free.
+_INLINE_TOKENIZE_CHARS = 20_000
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
+    """One replica of a pool: a model, a role and a batcher."""
+
+    def __init__(self, embedder: Embedder, batcher: Batcher, settings: EncoderSettings) -> None:
+        self.embedder = embedder
+        self.batcher = batcher
+        self.settings = settings
+        self.role = settings.role
+        self._info = self._build_info()
+
+    # ------------------------------------------------------------- helpers
+    def default_prompt_name(self) -> str:
+        prompts = self.embedder.prompts
+        if self.role in prompts:
+            return self.role
+        return self.embedder.cfg.default_prompt_name or ""
+
+    def resolve_prompt(self, name: str) -> str:
+        if name == NO_PROMPT:
+            return ""
+        name = name or self.default_prompt_name()
+        try:
+            return self.embedder.prompt_for(name)
+        except KeyError:
+            known = sorted(self.embedder.prompts) or ["(none)"]
+            raise invalid(
+                f"prompt_name {name!r} is not defined by this model; known: {known}"
+            ) from None
+
+    def _check_texts(self, texts: list[str]) -> None:
+        if not texts:
+            raise invalid("texts must not be empty")
+        if len(texts) > self.settings.max_texts_per_request:
+            raise invalid(
+                f"{len(texts)} texts in one call; the limit is {self.settings.max_texts_per_request}"
+            )
+        for i, text in enumerate(texts):
+            if not text:
+                raise invalid(f"texts[{i}] is empty")
+
+    async def _tokenize(self, texts: list[str], prompt: str) -> list[TokenizedText]:
+        if sum(map(len, texts)) > _INLINE_TOKENIZE_CHARS:
+            return await asyncio.to_thread(self.embedder.tokenize, texts, prompt)
+        return self.embedder.tokenize(texts, prompt)
+
+    def _build_info(self) -> encoder_pb2.GetInfoResponse:
+        e = self.embedder
+        calibration = [
+            encoder_pb2.CalibrationRanges(
+                dimensions=dim, minimum=ranges[0].tolist(), maximum=ranges[1].tolist()
+            )
+            for dim, ranges in sorted(e.space.calibration.items(), reverse=True)
+        ]
+        return encoder_pb2.GetInfoResponse(
+            model=e.space.model_id,
+            space_id=e.space.space_id,
+            dimensions=e.dim,
+            matryoshka_dimensions=list(e.space.matryoshka_dims),
+            layer_options=list(e.space.layer_options),
+            max_input_tokens=e.max_tokens,
+            device=str(e.device),
+            dtype=e.dtype_name,
+            role=self.role,
+            prompts=e.prompts,
+            calibration=calibration,
+            max_batch_texts=self.settings.max_texts_per_request,
+        )
+
+    # ----------------------------------------------------------------- RPCs
+    async def Encode(
+        self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> encoder_pb2.EncodeResponse:
+        try:
+            return await self._encode(request, context)
+        except ServiceError as err:
+            await abort(context, err)
+            raise AssertionError("unreachable") from None
+
+    async def _encode(
+        self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> encoder_pb2.EncodeResponse:
+        texts = list(request.texts)
+        self._check_texts(texts)
+        layers = request.layers
+        if layers and layers not in self.embedder.space.layer_options:
+            raise invalid(
+                f"layers={layers} is not offered by {self.embedder.space.model_id}; "
+                f"choose one of {list(self.embedder.space.layer_options)} (0 = full depth)"
+            )
+        prompt = self.resolve_prompt(request.prompt_name)
+        t0 = time.perf_counter_ns()
+        items = await self._tokenize(texts, prompt)
+        tokenization_ns = time.perf_counter_ns() - t0
+        if request.reject_overlong:
+            for i, it in enumerate(items):
+                if it.truncated:
+                    raise invalid(
+                        f"inputs[{i}] has {it.original_tokens} tokens, more than the model's "
+                        f"limit of {self.embedder.max_tokens}; shorten it or use TRUNCATE_END"
+                    )
+        remaining = context.time_remaining()
+        deadline = None
+        if remaining is not None:
+            deadline = asyncio.get_running_loop().time() + remaining
+        try:
+            job = await self.batcher.submit(items, layers, deadline)
+        except QueueFull as exc:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), (("retry-after-ms", "100"),)
+            ) from None
+        except DeadlineExpired as exc:
+            raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+        except BatchFailed as exc:
+            raise ServiceError(grpc.StatusCode.INTERNAL, f"model failed: {exc}") from None
+        assert job.rows is not None
+        return encoder_pb2.EncodeResponse(
+            matrix=job.rows.astype("<f4", copy=False).tobytes(),
+            rows=job.rows.shape[0],
+            cols=job.rows.shape[1],
+            token_counts=[len(it.ids) for it in items],
+            queue_ns=job.queue_ns,
+            tokenization_ns=tokenization_ns,
+            inference_ns=job.inference_ns,
+            model=self.embedder.space.model_id,
+            layers=layers or self.embedder.num_layers,
+        )
+
+    async def Tokenize(
+        self, request: encoder_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> encoder_pb2.TokenizeResponse:
+        try:
+            texts = list(request.texts)
+            self._check_texts(texts)
+            prompt = self.resolve_prompt(request.prompt_name)
+        except ServiceError as err:
+            await abort(context, err)
+        details = await asyncio.to_thread(self.embedder.token_details, texts, prompt)
+        limit = self.embedder.max_tokens
+        return encoder_pb2.TokenizeResponse(
+            texts=[
+                encoder_pb2.TokenizedText(
+                    tokens=[
+                        encoder_pb2.Token(
+                            id=t.id, text=t.text, start=t.start, stop=t.stop, special=t.special
+                        )
+                        for t in row
+                    ],
+                    exceeds_max_tokens=len(row) > limit,
+                )
+                for row in details
+            ],
+            max_input_tokens=limit,
+            model=self.embedder.space.model_id,
+        )
+
+    async def GetInfo(
+        self, request: encoder_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> encoder_pb2.GetInfoResponse:
+        return self._info
+
+
+def warm_up(embedder: Embedder) -> np.ndarray:
+    """One forward per depth so the first real request does not pay for lazy init."""
+    items = embedder.tokenize(["warm up"])
+    out = None
+    for layers in embedder.space.layer_options:
+        out = embedder.forward(embedder.collate(items), layers)
+    assert out is not None
+    return out

@@ -1,0 +1,221 @@
+"""Read a Sentence-Transformers model directory without importing sentence-transformers.
+
+The serving path must not depend on sentence-transformers at run time, but it must read
+the same directory layout (modules.json: Transformer → Pooling → optional Dense →
+Normalize; prompts in config_sentence_transformers.json) so any ST model can be served.
+The space manifest (`aegis_space.json`) is our addition: it declares which vector space
+the model writes into, its Matryoshka dims, its layer options and int8 calibration ranges.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPACE_MANIFEST = "aegis_space.json"
+CALIBRATION_FILE = "calibration.json"
+STANDARD_MATRYOSHKA = (1024, 768, 512, 384, 256, 128, 64)
+
+ACTIVATIONS = {
+    "Identity": "identity",
+    "Tanh": "tanh",
+    "ReLU": "relu",
+    "GELU": "gelu",
+    "Sigmoid": "sigmoid",
+}
+
+
+class ModelDirError(ValueError):
+    """The directory is not a servable Sentence-Transformers model."""
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """One ST Dense module: linear map plus activation."""
+
+    path: Path
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str
+
+
+@dataclass(frozen=True)
+class SpaceManifest:
+    """Which vector space a model writes into and what it offers in it."""
+
+    space_id: str
+    model_id: str
+    matryoshka_dims: tuple[int, ...]
+    layer_options: tuple[int, ...]
+    calibration: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StModelConfig:
+    """Everything needed to rebuild the ST pipeline with transformers + torch."""
+
+    root: Path
+    transformer_dir: Path
+    pooling_mode: str
+    include_prompt: bool
+    dense: tuple[DenseSpec, ...]
+    normalize: bool
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    max_seq_length: int | None
+    do_lower_case: bool
+    manifest_raw: dict[str, Any]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise ModelDirError(f"{path}: invalid JSON ({exc})") from exc
+
+
+def _module_kind(type_ref: str) -> str:
+    return type_ref.rsplit(".", 1)[-1]
+
+
+def _pooling_mode(cfg: dict[str, Any]) -> str:
+    if isinstance(cfg.get("pooling_mode"), str):
+        mode = cfg["pooling_mode"]
+    else:
+        flags = {
+            "cls": cfg.get("pooling_mode_cls_token"),
+            "mean": cfg.get("pooling_mode_mean_tokens"),
+            "max": cfg.get("pooling_mode_max_tokens"),
+            "mean_sqrt_len_tokens": cfg.get("pooling_mode_mean_sqrt_len_tokens"),
+            "lasttoken": cfg.get("pooling_mode_lasttoken"),
+        }
+        chosen = [name for name, on in flags.items() if on]
+        if len(chosen) != 1:
+            raise ModelDirError(f"unsupported pooling combination {chosen or 'none'}")
+        mode = chosen[0]
+    if mode not in {"mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"}:
+        raise ModelDirError(f"unsupported pooling mode {mode!r}")
+    return mode
+
+
+def _dense_spec(path: Path) -> DenseSpec:
+    cfg = _read_json(path / "config.json")
+    act_name = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh")).rsplit(
+        ".", 1
+    )[-1]
+    if act_name not in ACTIVATIONS:
+        raise ModelDirError(f"{path}: unsupported Dense activation {act_name}")
+    return DenseSpec(
+        path=path,
+        in_features=int(cfg["in_features"]),
+        out_features=int(cfg["out_features"]),
+        bias=bool(cfg.get("bias", True)),
+        activation=ACTIVATIONS[act_name],
+    )
+
+
+def read_st_config(root: str | Path) -> StModelConfig:
+    """Parse modules.json and friends; raise ModelDirError with a clear reason."""
+    root = Path(root)
+    modules = _read_json(root / "modules.json")
+    if not modules:
+        raise ModelDirError(f"{root}: no modules.json (not a Sentence-Transformers directory)")
+    transformer_dir: Path | None = None
+    pooling: dict[str, Any] | None = None
+    dense: list[DenseSpec] = []
+    normalize = False
+    for module in sorted(modules, key=lambda m: int(m["idx"])):
+        kind = _module_kind(module["type"])
+        path = root / module.get("path", "")
+        if kind == "Transformer":
+            transformer_dir = path
+        elif kind == "Pooling":
+            pooling = _read_json(path / "config.json")
+        elif kind == "Dense":
+            dense.append(_dense_spec(path))
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise ModelDirError(f"{root}: unsupported module type {module['type']}")
+    if transformer_dir is None or pooling is None:
+        raise ModelDirError(f"{root}: modules.json needs a Transformer and a Pooling module")
+    st_cfg = _read_json(transformer_dir / "sentence_bert_config.json")
+    top_cfg = _read_json(root / "config_sentence_transformers.json")
+    max_len = st_cfg.get("max_seq_length")
+    return StModelConfig(
+        root=root,
+        transformer_dir=transformer_dir,
+        pooling_mode=_pooling_mode(pooling),
+        include_prompt=bool(pooling.get("include_prompt", True)),
+        dense=tuple(dense),
+        normalize=normalize,
+        prompts={str(k): str(v) for k, v in (top_cfg.get("prompts") or {}).items()},
+        default_prompt_name=top_cfg.get("default_prompt_name"),
+        max_seq_length=int(max_len) if max_len else None,
+        do_lower_case=bool(st_cfg.get("do_lower_case", False)),
+        manifest_raw=_read_json(root / SPACE_MANIFEST),
+    )
+
+
+def default_matryoshka_dims(native_dim: int) -> tuple[int, ...]:
+    """Native dim plus the standard smaller widths (multiples of 8, so bits pack)."""
+    return (native_dim, *(d for d in STANDARD_MATRYOSHKA if d < native_dim))
+
+
+def _dir_name(root: Path) -> str:
+    """Directory name as model id; packaged models sit in a generic `model/` folder."""
+    resolved = root.resolve()
+    if resolved.name in {"model", "models", "weights"}:
+        return resolved.parent.name.replace("_", "-")
+    return resolved.name
+
+
+def build_manifest(cfg: StModelConfig, native_dim: int, num_layers: int) -> SpaceManifest:
+    """Resolve the space manifest, defaulting to the model's own space."""
+    raw = cfg.manifest_raw
+    model_id = str(raw.get("model_id") or _dir_name(cfg.root))
+    dims = tuple(sorted({int(d) for d in raw.get("matryoshka_dims", [])}, reverse=True))
+    dims = dims or default_matryoshka_dims(native_dim)
+    if dims[0] != native_dim or any(d <= 0 or d % 8 for d in dims):
+        raise ModelDirError(
+            f"{cfg.root}: matryoshka_dims {list(dims)} must start at the native dim "
+            f"{native_dim} and be positive multiples of 8"
+        )
+    layers = tuple(sorted({int(n) for n in raw.get("layer_options", [])}, reverse=True))
+    layers = layers or (num_layers,)
+    if layers[0] != num_layers or layers[-1] < 1:
+        raise ModelDirError(
+            f"{cfg.root}: layer_options {list(layers)} must start at the model depth {num_layers}"
+        )
+    declared_dim = raw.get("dimensions")
+    if declared_dim is not None and int(declared_dim) != native_dim:
+        raise ModelDirError(
+            f"{cfg.root}: manifest says {declared_dim} dims but the model outputs {native_dim}"
+        )
+    return SpaceManifest(
+        space_id=str(raw.get("space_id") or f"{model_id}/{native_dim}"),
+        model_id=model_id,
+        matryoshka_dims=dims,
+        layer_options=layers,
+        calibration=load_calibration(cfg.root, dims),
+    )
+
+
+def load_calibration(root: Path, dims: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Per-dimension int8 ranges, keyed by Matryoshka width: {dim: array (2, dim)}."""
+    raw = _read_json(root / CALIBRATION_FILE)
+    out: dict[int, np.ndarray] = {}
+    for key, value in (raw.get("ranges") or {}).items():
+        dim = int(key)
+        ranges = np.asarray([value["min"], value["max"]], dtype=np.float32)
+        if dim not in dims or ranges.shape != (2, dim) or np.any(ranges[1] <= ranges[0]):
+            raise ModelDirError(f"{root / CALIBRATION_FILE}: bad ranges for dim {dim}")
+        out[dim] = ranges
+    return out
