@@ -1,0 +1,1 @@
+"""Text corpora that ship inside system or registry packages (no dataset hub here)."""

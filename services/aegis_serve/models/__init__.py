@@ -1,0 +1,1 @@
+"""Model loading: Sentence-Transformers dirs, the embedder, and weights shipped in packages."""
