@@ -54,10 +54,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def _check_texts(self, texts: list[str]) -> None:
         if not texts:
             raise invalid("texts must not be empty")
-        if len(texts) > self.settings.max_texts_per_request:
-            raise invalid(
-                f"{len(texts)} texts in one call; the limit is {self.settings.max_texts_per_request}"
-            )
+        limit = self.settings.max_texts_per_request
+        if len(texts) > limit:
+            raise invalid(f"{len(texts)} texts in one call; the limit is {limit}")
         for i, text in enumerate(texts):
             if not text:
                 raise invalid(f"texts[{i}] is empty")

@@ -1,0 +1,195 @@
+"""`aegis-serve`: run an encoder, the gateway, the whole local stack, or call the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from aegis_serve.common.logs import setup_logging
+
+S = argparse.SUPPRESS  # flags not given stay unset, so env vars and defaults apply
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=S, help="bind address (env AEGIS_HOST, default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, default=S, help="Prometheus /metrics port (0=off)")
+    p.add_argument("--shutdown-grace-s", type=float, default=S, help="SIGTERM drain time")
+    p.add_argument("--log-level", default=S)
+    p.add_argument("--log-json", action="store_true", default=S, help="JSON log lines")
+    p.add_argument("--max-message-bytes", type=int, default=S)
+    p.add_argument("--max-connection-age-s", type=float, default=S)
+    p.add_argument("--tls-cert", default=S)
+    p.add_argument("--tls-key", default=S)
+    p.add_argument("--tls-ca", default=S, help="CA for client certificates (enables mTLS)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aegis-serve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    enc = sub.add_parser("encoder", help="run one encoder pool replica")
+    _common(enc)
+    enc.add_argument("--model", default=S, help="model dir, builtin:query or builtin:document")
+    enc.add_argument("--role", choices=["query", "document"], default=S)
+    enc.add_argument("--port", type=int, default=S, help="0 = pick a free port")
+    enc.add_argument("--device", default=S, help="cpu, cuda, cuda:1 ...")
+    enc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=S)
+    enc.add_argument("--threads", type=int, default=S)
+    enc.add_argument("--max-batch-tokens", type=int, default=S)
+    enc.add_argument("--max-batch-texts", type=int, default=S)
+    enc.add_argument("--max-queue-texts", type=int, default=S)
+    enc.add_argument("--max-texts-per-request", type=int, default=S)
+    enc.add_argument("--batch-wait-ms", type=float, default=S)
+
+    gw = sub.add_parser("gateway", help="run the public gateway")
+    _common(gw)
+    gw.add_argument("--query", default=S, help="query pool targets, comma-separated")
+    gw.add_argument("--document", default=S, help="document pool targets, comma-separated")
+    gw.add_argument("--port", type=int, default=S)
+    gw.add_argument("--max-inputs", type=int, default=S)
+    gw.add_argument("--max-input-chars", type=int, default=S)
+    gw.add_argument("--encoder-timeout-s", type=float, default=S)
+    gw.add_argument("--health-interval-s", type=float, default=S)
+    gw.add_argument("--no-query-fallback", dest="query_fallback", action="store_false", default=S)
+
+    up = sub.add_parser("up", help="run query pool, document pool and gateway locally")
+    _common(up)
+    up.add_argument("--gateway-port", type=int, default=S)
+    up.add_argument("--query-port", type=int, default=S)
+    up.add_argument("--document-port", type=int, default=S)
+    up.add_argument("--query-model", default=S)
+    up.add_argument("--document-model", default=S)
+    up.add_argument("--document-device", default=S)
+    up.add_argument("--query-threads", type=int, default=S)
+    up.add_argument("--document-threads", type=int, default=S)
+    up.add_argument("--demo", action="store_true", help="run the search demo once ready")
+
+    emb = sub.add_parser("embed", help="embed texts through a gateway; prints JSON lines")
+    emb.add_argument("texts", nargs="+")
+    emb.add_argument("--target", default="127.0.0.1:50051")
+    emb.add_argument("--type", dest="input_type", choices=["query", "document"], required=True)
+    emb.add_argument("--dimensions", type=int, default=0)
+    emb.add_argument(
+        "--encoding",
+        default="float32",
+        choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
+    )
+    emb.add_argument("--layers", type=int, default=0)
+    emb.add_argument("--timeout", type=float, default=60.0)
+
+    info = sub.add_parser("info", help="print the gateway's GetInfo as JSON")
+    info.add_argument("--target", default="127.0.0.1:50051")
+
+    demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
+    demo.add_argument("--target", default="127.0.0.1:50051")
+    demo.add_argument("--dimensions", type=int, default=0)
+    return parser
+
+
+def _settings(cls: type, ns: argparse.Namespace, drop: Sequence[str] = ()) -> object:
+    values = {k: v for k, v in vars(ns).items() if k not in {"command", *drop}}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise SystemExit(f"invalid configuration:\n{exc}") from None
+
+
+def _cmd_encoder(ns: argparse.Namespace) -> int:
+    from aegis_serve.encoder.server import run_encoder
+    from aegis_serve.models.resolve import resolve_model
+    from aegis_serve.settings import EncoderSettings
+
+    settings = _settings(EncoderSettings, ns)
+    setup_logging(settings.log_level, settings.log_json, f"encoder:{settings.role}")
+    try:
+        settings.model = str(resolve_model(settings.model))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    asyncio.run(run_encoder(settings))
+    return 0
+
+
+def _cmd_gateway(ns: argparse.Namespace) -> int:
+    from aegis_serve.gateway.server import run_gateway
+    from aegis_serve.settings import GatewaySettings
+
+    settings = _settings(GatewaySettings, ns)
+    setup_logging(settings.log_level, settings.log_json, "gateway")
+    asyncio.run(run_gateway(settings))
+    return 0
+
+
+def _cmd_up(ns: argparse.Namespace) -> int:
+    from aegis_serve.stack import StackSettings, run_stack
+
+    settings = _settings(StackSettings, ns, drop=("demo",))
+    setup_logging(settings.log_level, settings.log_json, "up")
+    return run_stack(settings, on_ready=["demo"] if ns.demo else None)
+
+
+def _cmd_embed(ns: argparse.Namespace) -> int:
+    from aegis_client import EmbedClient
+
+    with EmbedClient(ns.target, timeout=ns.timeout) as client:
+        result = client.embed(
+            ns.texts,
+            ns.input_type,
+            dimensions=ns.dimensions,
+            encoding=ns.encoding,
+            layers=ns.layers,
+        )
+    for text, row in zip(ns.texts, result.embeddings, strict=True):
+        print(json.dumps({"text": text, "embedding": row.tolist()}))
+    meta = {
+        "model": result.model,
+        "encoder": result.encoder,
+        "fallback": result.fallback,
+        "dimensions": result.dimensions,
+        "encoding": result.encoding,
+        "input_tokens": result.input_tokens,
+        "timing_ms": {k.removesuffix("_ns"): v / 1e6 for k, v in result.timing.items()},
+    }
+    print(json.dumps(meta), file=sys.stderr)
+    return 0
+
+
+def _cmd_info(ns: argparse.Namespace) -> int:
+    from aegis_client import EmbedClient
+    from google.protobuf.json_format import MessageToDict
+
+    with EmbedClient(ns.target, timeout=10) as client:
+        print(json.dumps(MessageToDict(client.info()), indent=2))
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from aegis_serve.demo import run_demo
+
+    return run_demo(ns.target, ns.dimensions)
+
+
+COMMANDS = {
+    "encoder": _cmd_encoder,
+    "gateway": _cmd_gateway,
+    "up": _cmd_up,
+    "embed": _cmd_embed,
+    "info": _cmd_info,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[ns.command](ns)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

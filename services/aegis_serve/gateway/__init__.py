@@ -1,0 +1,1 @@
+"""Public gateway: validation, routing to pools, Matryoshka truncation and quantization."""

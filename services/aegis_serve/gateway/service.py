@@ -1,0 +1,387 @@
+"""EmbedService: validate, route to a pool, shape vectors (truncate, renormalize, quantize)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
+from aegis.encoder.v1 import encoder_pb2
+
+from aegis_serve.common.errors import ServiceError, abort, invalid
+from aegis_serve.common.quantize import (
+    ENCODING_VALUES,
+    encode_rows,
+    quantize,
+    truncate_and_renormalize,
+)
+from aegis_serve.gateway.pools import Pool, PoolUnavailable
+from aegis_serve.gateway.validation import (
+    EmbedPlan,
+    Limits,
+    check_inputs,
+    check_space_options,
+    role_of,
+    validate_embed,
+)
+from aegis_serve.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+# Metadata forwarded to encoders (W3C trace context, request ids).
+FORWARDED_METADATA = ("traceparent", "tracestate", "baggage", "x-request-id")
+NO_PROMPT = "-"
+MIN_CHUNK_TEXTS = 32
+STREAM_IN_FLIGHT = 16
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes and how it is labelled."""
+
+    pool: Pool
+    prompt_name: str
+    fallback: bool
+
+
+def forwarded(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA]
+
+
+class Gateway:
+    """The two pools, the space check and the routing rules."""
+
+    def __init__(self, settings: GatewaySettings, query: Pool, document: Pool) -> None:
+        self.settings = settings
+        self.query = query
+        self.document = document
+        self.problem = "pools not probed yet"
+        self.limits = Limits(settings.max_inputs, settings.max_input_chars)
+
+    @property
+    def pools(self) -> tuple[Pool, Pool]:
+        return self.query, self.document
+
+    async def refresh(self) -> None:
+        """Probe every replica, then re-check space identity."""
+        await asyncio.gather(self.query.probe_all(), self.document.probe_all())
+        for pool in self.pools:
+            for r in pool.healthy:
+                if r.info is not None and r.info.role != pool.role:
+                    r.healthy = False
+                    r.problem = f"declares role {r.info.role!r}, configured in the {pool.role} pool"
+        self.problem = self.space_problem()
+
+    def space_problem(self) -> str:
+        """'' when every reachable replica declares one space; otherwise why not."""
+        declared: dict[tuple[str, int], list[str]] = {}
+        for pool in self.pools:
+            for r in pool.healthy:
+                assert r.info is not None
+                key = (r.info.space_id, r.info.dimensions)
+                declared.setdefault(key, []).append(f"{pool.role}@{r.target}")
+        if len(declared) <= 1:
+            if not self.document.healthy and not self.query.healthy:
+                return "no encoder replica is reachable"
+            return ""
+        parts = "; ".join(
+            f"{space!r} ({dims} dims) declared by {', '.join(who)}"
+            for (space, dims), who in sorted(declared.items())
+        )
+        return (
+            f"encoder pools declare different vector spaces: {parts}. Refusing to serve: "
+            "query and document vectors would not be comparable"
+        )
+
+    @property
+    def serving(self) -> bool:
+        return not self.problem
+
+    def route(self, role: str) -> Route:
+        if self.problem and "different vector spaces" in self.problem:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, self.problem)
+        if role == "document":
+            return Route(self.document, "", False)
+        if self.query.healthy or not self.settings.query_fallback:
+            return Route(self.query, "", False)
+        return self.fallback_route()
+
+    def fallback_route(self) -> Route:
+        info = self.document.info
+        prompt = "query" if info is not None and "query" in info.prompts else NO_PROMPT
+        return Route(self.document, prompt, True)
+
+    def space_options(self, route: Route) -> tuple[list[int], list[int]]:
+        info = self.document.info or route.pool.info
+        if info is None:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, f"{route.pool.role} pool has not answered yet"
+            )
+        layers = list(info.layer_options) if route.pool.role == "document" else []
+        return list(info.matryoshka_dimensions), layers
+
+    def calibration(self, dims: int) -> np.ndarray | None:
+        """Space calibration ranges for `dims` (document pool first: it defines the space)."""
+        for pool in (self.document, self.query):
+            info = pool.info
+            if info is None:
+                continue
+            for cal in info.calibration:
+                if cal.dimensions == dims:
+                    return np.asarray([cal.minimum, cal.maximum], dtype=np.float32)
+        return None
+
+    def unavailable(self, pool: Pool, detail: str = "") -> ServiceError:
+        problems = "; ".join(f"{r.target}: {r.problem or 'failed'}" for r in pool.replicas)
+        return ServiceError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{pool.role} pool has no healthy replica ({problems}){detail}",
+        )
+
+    # --------------------------------------------------------------- embed
+    async def embed(
+        self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> embed_pb2.EmbedResponse:
+        started = time.perf_counter_ns()
+        route = self.route(plan.role)
+        dims_offered, layers_offered = self.space_options(route)
+        dims = check_space_options(plan, dims_offered, layers_offered)
+        try:
+            parts, route = await self._encode_with_fallback(plan, route, metadata, timeout)
+        except PoolUnavailable as exc:
+            raise self.unavailable(route.pool, f": {exc}") from None
+        matrix = np.concatenate(
+            [np.frombuffer(p.matrix, dtype="<f4").reshape(p.rows, p.cols) for p in parts]
+        )
+        if dims != matrix.shape[1]:
+            matrix = truncate_and_renormalize(matrix, dims)
+        quantized = quantize(matrix, plan.encoding, self.calibration(dims))
+        tokens = [t for p in parts for t in p.token_counts]
+        info = route.pool.info
+        resp = embed_pb2.EmbedResponse(
+            dimensions=dims,
+            encoding=ENCODING_VALUES[plan.encoding],
+            model=parts[0].model,
+            encoder=route.pool.role,
+            usage=embed_pb2.Usage(input_tokens=sum(tokens), tokens_per_input=tokens),
+            timing=embed_pb2.Timing(
+                queue_ns=max(p.queue_ns for p in parts),
+                tokenization_ns=max(p.tokenization_ns for p in parts),
+                inference_ns=max(p.inference_ns for p in parts),
+            ),
+            fallback=route.fallback,
+            space_id=info.space_id if info is not None else "",
+            layers=parts[0].layers,
+        )
+        if plan.encoding == "float32":
+            resp.embeddings.extend(embed_pb2.Embedding(values=row) for row in matrix.tolist())
+        else:
+            resp.embeddings.extend(embed_pb2.Embedding(data=b) for b in encode_rows(quantized))
+        resp.timing.total_ns = time.perf_counter_ns() - started
+        return resp
+
+    async def _encode_with_fallback(
+        self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> tuple[list[encoder_pb2.EncodeResponse], Route]:
+        try:
+            return await self._encode(plan, route, metadata, timeout), route
+        except (PoolUnavailable, grpc.aio.AioRpcError) as exc:
+            retry_on_document = (
+                plan.role == "query"
+                and not route.fallback
+                and self.settings.query_fallback
+                and self.document.healthy
+                and (isinstance(exc, PoolUnavailable) or exc.code() == grpc.StatusCode.UNAVAILABLE)
+            )
+            if not retry_on_document:
+                raise
+            route = self.fallback_route()
+            log.warning("query pool failed (%s); serving queries on the document pool", exc)
+            return await self._encode(plan, route, metadata, timeout), route
+
+    async def _encode(
+        self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> list[encoder_pb2.EncodeResponse]:
+        """One Encode per chunk, spread over healthy replicas, results in input order."""
+        n_replicas = max(1, len(route.pool.healthy))
+        chunk = len(plan.inputs)
+        if n_replicas > 1 and chunk > MIN_CHUNK_TEXTS:
+            chunk = max(MIN_CHUNK_TEXTS, math.ceil(chunk / n_replicas))
+        requests = [
+            encoder_pb2.EncodeRequest(
+                texts=plan.inputs[i : i + chunk],
+                prompt_name=route.prompt_name,
+                layers=plan.layers,
+                reject_overlong=plan.reject_overlong,
+            )
+            for i in range(0, len(plan.inputs), chunk)
+        ]
+        results = await asyncio.gather(*(route.pool.encode(r, timeout, metadata) for r in requests))
+        parts = [resp for resp, _ in results]
+        offset = 0
+        for req, part in zip(requests, parts, strict=True):
+            if part.rows != len(req.texts):
+                raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a wrong row count")
+            offset += part.rows
+        return parts
+
+    # ------------------------------------------------------------ tokenize
+    async def tokenize(
+        self, req: embed_pb2.TokenizeRequest, timeout: float
+    ) -> embed_pb2.TokenizeResponse:
+        role = role_of(req.input_type)
+        inputs = list(req.inputs)
+        check_inputs(inputs, self.limits)
+        route = self.route(role)
+        prompt = route.prompt_name if req.add_prompt else NO_PROMPT
+        try:
+            resp = await route.pool.call(
+                "Tokenize", encoder_pb2.TokenizeRequest(texts=inputs, prompt_name=prompt), timeout
+            )
+        except PoolUnavailable as exc:
+            raise self.unavailable(route.pool, f": {exc}") from None
+        return embed_pb2.TokenizeResponse(
+            inputs=[
+                embed_pb2.TokenizedInput(
+                    tokens=[
+                        embed_pb2.Token(
+                            id=t.id, text=t.text, start=t.start, stop=t.stop, special=t.special
+                        )
+                        for t in row.tokens
+                    ],
+                    exceeds_max_tokens=row.exceeds_max_tokens,
+                )
+                for row in resp.texts
+            ],
+            max_input_tokens=resp.max_input_tokens,
+            model=resp.model,
+        )
+
+    # ---------------------------------------------------------------- info
+    def get_info(self) -> embed_pb2.GetInfoResponse:
+        pools = []
+        for pool in self.pools:
+            info = pool.info
+            pools.append(
+                embed_pb2.PoolInfo(
+                    role=pool.role,
+                    model=info.model if info else "",
+                    space_id=info.space_id if info else "",
+                    replicas=[r.target for r in pool.replicas],
+                    healthy_replicas=len(pool.healthy),
+                    serving=bool(pool.healthy),
+                    device=info.device if info else "",
+                    dtype=info.dtype if info else "",
+                    max_input_tokens=info.max_input_tokens if info else 0,
+                    layer_options=list(info.layer_options) if info else [],
+                )
+            )
+        ref = self.document.info or self.query.info
+        limits = [p.max_input_tokens for p in pools if p.max_input_tokens]
+        return embed_pb2.GetInfoResponse(
+            space_id=ref.space_id if ref else "",
+            dimensions=ref.dimensions if ref else 0,
+            matryoshka_dimensions=list(ref.matryoshka_dimensions) if ref else [],
+            layer_options=list(self.document.info.layer_options) if self.document.info else [],
+            max_input_tokens=min(limits) if limits else 0,
+            encodings=sorted(set(ENCODING_VALUES.values())),
+            pools=pools,
+            max_inputs_per_request=self.settings.max_inputs,
+            calibrated=bool(ref and ref.calibration),
+            serving=self.serving,
+            problem=self.problem,
+        )
+
+
+def _rpc_status(exc: BaseException) -> ServiceError:
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return ServiceError(exc.code(), exc.details() or exc.code().name)
+    log.exception("unexpected error", exc_info=exc)
+    return ServiceError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
+    """gRPC face of the Gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        default = self.gw.settings.encoder_timeout_s
+        return default if remaining is None else min(remaining, default)
+
+    async def Embed(
+        self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.EmbedResponse:
+        try:
+            plan = validate_embed(request, self.gw.limits)
+            return await self.gw.embed(plan, forwarded(context), self._timeout(context))
+        except (ServiceError, grpc.aio.AioRpcError, ValueError) as exc:
+            err = invalid(str(exc)) if isinstance(exc, ValueError) else _rpc_status(exc)
+            await abort(context, err)
+            raise AssertionError("unreachable") from None
+
+    async def EmbedStream(
+        self,
+        request_iterator: AsyncIterator[embed_pb2.EmbedRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[embed_pb2.EmbedResponse]:
+        """Requests run concurrently (bounded); responses come back in request order."""
+        metadata = forwarded(context)
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        pending: asyncio.Queue[asyncio.Task[embed_pb2.EmbedResponse] | None] = asyncio.Queue()
+
+        async def one(request: embed_pb2.EmbedRequest) -> embed_pb2.EmbedResponse:
+            try:
+                plan = validate_embed(request, self.gw.limits)
+                return await self.gw.embed(plan, metadata, self._timeout(context))
+            except Exception as exc:
+                err = _rpc_status(exc)
+                return embed_pb2.EmbedResponse(
+                    error=embed_pb2.Status(code=err.code.value[0], message=err.message)
+                )
+
+        async def reader() -> None:
+            async for request in request_iterator:
+                await slots.acquire()
+                await pending.put(asyncio.create_task(one(request)))
+            await pending.put(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while True:
+                task = await pending.get()
+                if task is None:
+                    break
+                response = await task
+                slots.release()
+                yield response
+            await read_task
+        finally:
+            read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await read_task
+
+    async def Tokenize(
+        self, request: embed_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.TokenizeResponse:
+        try:
+            return await self.gw.tokenize(request, self._timeout(context))
+        except (ServiceError, grpc.aio.AioRpcError) as exc:
+            await abort(context, _rpc_status(exc))
+            raise AssertionError("unreachable") from None
+
+    async def GetInfo(
+        self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.GetInfoResponse:
+        return self.gw.get_info()

@@ -1,0 +1,178 @@
+"""`aegis-serve up`: the whole local stack (query pool, document pool, gateway) as processes.
+
+Models are prepared once in this process (with progress bars), then three child
+processes are started and supervised: each prints a READY line when it serves; Ctrl-C
+or SIGTERM drains the gateway first, then the pools; if any child dies, all stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+
+from aegis_serve.models.resolve import resolve_model
+from aegis_serve.settings import CommonSettings
+
+
+class StackSettings(CommonSettings):
+    """The local stack: three processes on one machine."""
+
+    gateway_port: int = Field(50051, ge=0, le=65535)
+    query_port: int = Field(50061, ge=0, le=65535)
+    document_port: int = Field(50062, ge=0, le=65535)
+    query_model: str = "builtin:query"
+    document_model: str = "builtin:document"
+    document_device: str = Field("auto", description="auto = cuda when available, else cpu")
+    query_threads: int = Field(0, ge=0, description="0 = half the cores")
+    document_threads: int = Field(0, ge=0, description="0 = the other half")
+    ready_timeout_s: float = Field(600.0, gt=0)
+
+
+@dataclass
+class Child:
+    """One supervised process and what it printed on its READY line."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    ready: threading.Event = field(default_factory=threading.Event)
+    address: str = ""
+    line: str = ""
+
+
+def _pump(child: Child) -> None:
+    assert child.proc.stdout is not None
+    for line in child.proc.stdout:
+        if line.startswith("READY ") and not child.ready.is_set():
+            child.line = line.strip()
+            for part in line.split():
+                if part.startswith("address="):
+                    child.address = part.split("=", 1)[1]
+            child.ready.set()
+        sys.stdout.write(f"[{child.name}] {line}")
+        sys.stdout.flush()
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aegis_serve.cli", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches us only; we drain children in order
+    )
+    child = Child(name, proc)
+    threading.Thread(target=_pump, args=(child,), daemon=True).start()
+    return child
+
+
+def _wait_ready(children: list[Child], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for child in children:
+        while not child.ready.wait(0.2):
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s")
+
+
+def _stop(children: list[Child], grace: float) -> None:
+    for child in children:  # gateway first: it stops taking requests before the pools go
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+            try:
+                child.proc.wait(grace + 10)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+
+
+def auto_threads(settings: StackSettings) -> tuple[int, int]:
+    cores = os.cpu_count() or 2
+    q = settings.query_threads or max(1, cores // 2)
+    d = settings.document_threads or max(1, cores - q)
+    return q, d
+
+
+def document_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def encoder_args(
+    role: str, model: Path, port: int, threads: int, device: str, settings: StackSettings
+) -> list[str]:
+    return [
+        "encoder", "--role", role, "--model", str(model), "--port", str(port),
+        "--host", settings.host, "--threads", str(threads), "--device", device,
+        "--shutdown-grace-s", str(settings.shutdown_grace_s),
+    ]  # fmt: skip
+
+
+def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int:
+    """Start everything, print endpoints, block until a signal; return an exit code."""
+    print("preparing models (first run extracts and assembles them into the cache)...")
+    query_model = resolve_model(settings.query_model)
+    document_model = resolve_model(settings.document_model)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    q_threads, d_threads = auto_threads(settings)
+    device = document_device(settings.document_device)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    pools = [
+        _spawn("query", encoder_args("query", query_model, settings.query_port, q_threads,
+                                     "cpu", settings), env),
+        _spawn("document", encoder_args("document", document_model, settings.document_port,
+                                        d_threads, device, settings), env),
+    ]  # fmt: skip
+    children = list(pools)
+    try:
+        _wait_ready(pools, settings.ready_timeout_s)
+        gateway = _spawn(
+            "gateway",
+            [
+                "gateway", "--host", settings.host, "--port", str(settings.gateway_port),
+                "--query", pools[0].address, "--document", pools[1].address,
+                "--shutdown-grace-s", str(settings.shutdown_grace_s),
+            ],
+            env,
+        )  # fmt: skip
+        children.insert(0, gateway)
+        _wait_ready([gateway], settings.ready_timeout_s)
+    except (RuntimeError, KeyboardInterrupt) as exc:
+        print(f"stack failed to start: {exc}", file=sys.stderr)
+        _stop(children, settings.shutdown_grace_s)
+        return 1
+    print(
+        "\naegis-serve is up:\n"
+        f"  gateway        {gateway.address}   (aegis.embed.v1.EmbedService, health, reflection)\n"
+        f"  query pool     {pools[0].address}   {query_model}\n"
+        f"  document pool  {pools[1].address}   {document_model} on {device}\n"
+        f"try: aegis-serve embed --target {gateway.address} --type query 'what is a cat?'\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    if on_ready:
+        subprocess.run([sys.executable, "-m", "aegis_serve.cli", *on_ready,
+                        "--target", gateway.address], env=env, check=False)  # fmt: skip
+    code = 0
+    while not stop.wait(0.5):
+        dead = [c for c in children if c.proc.poll() is not None]
+        if dead:
+            print(f"{dead[0].name} exited ({dead[0].proc.returncode}); stopping", file=sys.stderr)
+            code = 1
+            break
+    print("stopping: gateway first, then the pools...", flush=True)
+    _stop(children, settings.shutdown_grace_s)
+    return code
