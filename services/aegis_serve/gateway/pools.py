@@ -187,9 +187,11 @@ class Pool:
                 last = exc
                 if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     self.mark_down(replica, f"{exc.code().name}: {exc.details()}")
+        if last is not None and last.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise last  # every replica is full: the caller should back off, not fail over
         if last is not None:
-            raise last
-        raise PoolUnavailable(f"{self.role} pool: no replica answered before the deadline")
+            raise PoolUnavailable(f"every replica failed, last: {last.details()}")
+        raise PoolUnavailable("no replica answered before the deadline")
 
     async def call(self, method: str, request: object, timeout: float) -> object:
         """A small unary call (Tokenize) on the first replica that answers."""
