@@ -76,8 +76,9 @@ def lint(values: dict[str, Any] | None, kube_version: str = KUBE_VERSION) -> lis
     report = _helm().lint(
         str(CHART_DIR), values, strict=True, namespace=NAMESPACE, kube_version=f"v{kube_version}"
     )
-    problems = [f"{m['path']}: {m['error'].strip()}" for m in report["messages"]
-                if m["severity"] >= 2]
+    problems = [
+        f"{m['path']}: {m['error'].strip()}" for m in report["messages"] if m["severity"] >= 2
+    ]
     problems += [e.strip() for e in report["errors"] if e.strip() not in " ".join(problems)]
     return problems
 
@@ -201,11 +202,13 @@ def check_lint_and_render(out: Path, kube_version: str) -> tuple[Result, Result,
             # template-level checks are caught here, at render time, as on install.)
             if expect and expect.group(1).strip() not in str(exc):
                 render_res.failures.append(
-                    f"invalid/{path.name}: refused, but not for {expect.group(1)!r}: {exc}")
+                    f"invalid/{path.name}: refused, but not for {expect.group(1)!r}: {exc}"
+                )
             continue
         render_res.failures.append(f"invalid/{path.name}: accepted, but must be refused")
-    render_res.what = (f"{n} value sets -> {objects} objects; "
-                       f"{len(invalid)} invalid value files refused")
+    render_res.what = (
+        f"{n} value sets -> {objects} objects; {len(invalid)} invalid value files refused"
+    )
     render_res.seconds = time.monotonic() - t1
     return lint_res, render_res, files
 
@@ -217,7 +220,9 @@ def check_kubernetes_validate(files: list[Path], kube_version: str) -> Result:
     for f in files:
         proc = subprocess.run(
             [_tool("kubernetes-validate"), "--strict", "-k", kube_version, str(f)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         for line in (proc.stdout + proc.stderr).splitlines():
             if line.startswith("INFO") and " passed " in line:
@@ -232,8 +237,10 @@ def check_kubernetes_validate(files: list[Path], kube_version: str) -> Result:
                 res.failures.append(f"{f.parent.name}: {line}")
         if proc.returncode != 0 and not res.failures:
             res.failures.append(f"{f.parent.name}: exit {proc.returncode}: {proc.stderr[-500:]}")
-    res.what = (f"{passed} objects valid against Kubernetes {kube_version} (strict); "
-                f"{skipped} custom resources without a schema skipped")
+    res.what = (
+        f"{passed} objects valid against Kubernetes {kube_version} (strict); "
+        f"{skipped} custom resources without a schema skipped"
+    )
     res.seconds = time.monotonic() - t0
     return res
 
@@ -241,11 +248,17 @@ def check_kubernetes_validate(files: list[Path], kube_version: str) -> Result:
 def check_yamllint(files: list[Path]) -> Result:
     res = Result("yamllint", "")
     t0 = time.monotonic()
-    targets = [*map(str, files), *map(str, sorted(VALUES_DIR.glob("*.yaml"))),
-               str(CHART_DIR / "values.yaml"), str(CHART_DIR / "Chart.yaml")]
+    targets = [
+        *map(str, files),
+        *map(str, sorted(VALUES_DIR.glob("*.yaml"))),
+        str(CHART_DIR / "values.yaml"),
+        str(CHART_DIR / "Chart.yaml"),
+    ]
     proc = subprocess.run(
         [_tool("yamllint"), "--strict", "-f", "parsable", "-c", str(YAMLLINT_CONFIG), *targets],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     res.failures += [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 and not res.failures:
@@ -261,15 +274,28 @@ def check_checkov(files: list[Path]) -> Result:
     passed = skipped = 0
     for f in files:
         proc = subprocess.run(
-            [_tool("checkov"), "-f", str(f), "--framework", "kubernetes", "--compact",
-             "--quiet", "--skip-download", "-o", "json"],
-            capture_output=True, text=True, check=False,
+            [
+                _tool("checkov"),
+                "-f",
+                str(f),
+                "--framework",
+                "kubernetes",
+                "--compact",
+                "--quiet",
+                "--skip-download",
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         try:
             report = json.loads(proc.stdout) if proc.stdout.strip() else {}
         except json.JSONDecodeError:
-            res.failures.append(f"{f.parent.name}: unreadable checkov output: "
-                                f"{(proc.stdout + proc.stderr)[-500:]}")
+            res.failures.append(
+                f"{f.parent.name}: unreadable checkov output: {(proc.stdout + proc.stderr)[-500:]}"
+            )
             continue
         reports = report if isinstance(report, list) else [report]
         for rep in reports:
@@ -284,10 +310,13 @@ def check_checkov(files: list[Path]) -> Result:
                     f"({chk.get('resource', '?')})"
                 )
         if proc.returncode not in (0, 1):
-            res.failures.append(f"{f.parent.name}: checkov exit {proc.returncode}: "
-                                f"{proc.stderr[-500:]}")
-    res.what = (f"{len(files)} streams: {passed} checks passed, {skipped} skipped by "
-                f"checkov.io/skip annotations ({', '.join(CHECKOV_SKIPS)})")
+            res.failures.append(
+                f"{f.parent.name}: checkov exit {proc.returncode}: {proc.stderr[-500:]}"
+            )
+    res.what = (
+        f"{len(files)} streams: {passed} checks passed, {skipped} skipped by "
+        f"checkov.io/skip annotations ({', '.join(CHECKOV_SKIPS)})"
+    )
     res.seconds = time.monotonic() - t0
     return res
 
@@ -310,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_checkov:
                 results.append(check_checkov(files))
 
-    print(f"\nchart {CHART_DIR.relative_to(ROOT)}; scenarios: "
-          + ", ".join(name for name, _ in scenarios()))
+    print(
+        f"\nchart {CHART_DIR.relative_to(ROOT)}; scenarios: "
+        + ", ".join(name for name, _ in scenarios())
+    )
     for r in results:
         status = "ok  " if r.ok else "FAIL"
         print(f"  {status} {r.tool:<30} {r.seconds:6.1f}s  {r.what}")

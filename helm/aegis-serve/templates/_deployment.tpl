@@ -73,11 +73,17 @@ spec:
       terminationGracePeriodSeconds: {{ include "aegis.terminationGrace" $ctx }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      {{- with $vals.nodeSelector }}
+      {{- $nodeSelector := $vals.nodeSelector | default dict }}
+      {{- $tolerations := $vals.tolerations | default list }}
+      {{- if $gpu }}
+      {{- $nodeSelector = merge (deepCopy $nodeSelector) ($vals.gpu.nodeSelector | default dict) }}
+      {{- $tolerations = concat $tolerations ($vals.gpu.tolerations | default list) }}
+      {{- end }}
+      {{- with $nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $vals.tolerations }}
+      {{- with $tolerations }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
@@ -139,9 +145,8 @@ spec:
               containerPort: {{ $root.Values.metrics.port }}
               protocol: TCP
             {{- end }}
-          # Native gRPC probes against grpc.health.v1.Health on the serving port.
-          # startup/readiness: the component's own service; liveness: "" (the process),
-          # so a gateway whose pools are down is taken out of rotation, not restarted.
+          # Native gRPC probes against grpc.health.v1.Health on the serving port: startup and
+          # readiness ask for the component's own service.
           startupProbe:
             grpc:
               port: {{ $vals.port }}
@@ -156,12 +161,25 @@ spec:
             periodSeconds: {{ $vals.probes.readiness.periodSeconds }}
             failureThreshold: {{ $vals.probes.readiness.failureThreshold }}
             timeoutSeconds: {{ $vals.probes.readiness.timeoutSeconds }}
+          {{- /* A liveness failure must not cut a drain short: widen its window past it. */}}
+          {{- $drain := add $vals.preStopSleepSeconds $vals.shutdownGraceSeconds }}
+          {{- $period := int $vals.probes.liveness.periodSeconds }}
+          {{- $livenessFailures := max (int $vals.probes.liveness.failureThreshold) (add (div $drain $period) 2) }}
           livenessProbe:
+            {{- if $isGateway }}
+            # The gateway reports "" NOT_SERVING while both pools are down; restarting it
+            # would not help (and CrashLoopBackOff would delay recovery), so liveness only
+            # checks that the gRPC port accepts connections.
+            tcpSocket:
+              port: grpc
+            {{- else }}
+            # "": the encoder process itself (NOT_SERVING only while draining).
             grpc:
               port: {{ $vals.port }}
               service: ""
-            periodSeconds: {{ $vals.probes.liveness.periodSeconds }}
-            failureThreshold: {{ $vals.probes.liveness.failureThreshold }}
+            {{- end }}
+            periodSeconds: {{ $period }}
+            failureThreshold: {{ $livenessFailures }}
             timeoutSeconds: {{ $vals.probes.liveness.timeoutSeconds }}
           lifecycle:
             # Keep serving while endpoints and resolvers drop this pod; SIGTERM follows and
