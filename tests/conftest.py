@@ -158,7 +158,7 @@ class ServiceProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if line.startswith("READY ") and not self.ready.is_set():
+            if line.startswith(self.ready_marker) and not self.ready.is_set():
                 for part in line.split():
                     if part.startswith("address="):
                         self.address = part.split("=", 1)[1]

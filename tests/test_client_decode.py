@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from aegis.embed.v1 import embed_pb2
 from aegis_client import EmbedResult, decode_embeddings
 from aegis_serve.common.quantize import (

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sentence_transformers import SentenceTransformer
+
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.st_dir import ModelDirError
 from conftest import make_space_variant
-from sentence_transformers import SentenceTransformer
 
 TEXTS = [
     "hello world",

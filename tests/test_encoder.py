@@ -10,6 +10,8 @@ import time
 import grpc
 import numpy as np
 import pytest
+from sentence_transformers import SentenceTransformer
+
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_client import AsyncEmbedClient
 from aegis_serve.encoder.batching import (
@@ -21,7 +23,6 @@ from aegis_serve.encoder.batching import (
     plan_batches,
 )
 from aegis_serve.models.embedder import TokenizedText
-from sentence_transformers import SentenceTransformer
 
 
 def mixed_texts(n: int) -> list[str]:

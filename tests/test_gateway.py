@@ -7,11 +7,12 @@ import threading
 import grpc
 import numpy as np
 import pytest
+from sentence_transformers.util.quantization import quantize_embeddings
+
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
 from aegis_serve.models.embedder import Embedder
 from conftest import make_space_variant, wait_until
-from sentence_transformers.util.quantization import quantize_embeddings
 
 TEXTS = [
     "What is the capital of France?",

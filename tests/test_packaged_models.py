@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from aegis_serve.models import packaged
 from aegis_serve.models.packaged import (
     MARKER_NAME,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from aegis.embed.v1 import embed_pb2
 from aegis_serve.common.quantize import (
     ENCODING_VALUES,

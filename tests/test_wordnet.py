@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from aegis_serve.data import wordnet
 from aegis_serve.data.wordnet import (
     DATA_FILES,

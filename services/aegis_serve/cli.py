@@ -159,8 +159,9 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
 
 
 def _cmd_info(ns: argparse.Namespace) -> int:
-    from aegis_client import EmbedClient
     from google.protobuf.json_format import MessageToDict
+
+    from aegis_client import EmbedClient
 
     with EmbedClient(ns.target, timeout=10) as client:
         print(json.dumps(MessageToDict(client.info()), indent=2))

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import grpc.aio
 import numpy as np
-from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 
+from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client.decode import ENCODING_NAMES, ENCODING_VALUES, decode_embeddings
 
 __all__ = ["DEFAULT_TARGET", "AsyncEmbedClient", "EmbedClient", "EmbedResult"]

@@ -8,6 +8,7 @@ encoding table is repeated here; both follow ``embed.proto``.
 from __future__ import annotations
 
 import numpy as np
+
 from aegis.embed.v1 import embed_pb2
 
 __all__ = ["ENCODING_NAMES", "ENCODING_VALUES", "decode_embeddings"]

@@ -12,6 +12,7 @@ mdbr-leaf model card's recommendation for normalized vectors).
 from __future__ import annotations
 
 import numpy as np
+
 from aegis.embed.v1 import embed_pb2
 
 __all__ = [

@@ -8,7 +8,6 @@ import os
 import sys
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-
 from aegis_serve.common.server import ServerHandle, serve_until_signal, start_server
 from aegis_serve.encoder.batching import Batcher
 from aegis_serve.encoder.service import EncoderServicer, warm_up

@@ -8,8 +8,8 @@ import time
 
 import grpc
 import numpy as np
-from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 
+from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.common.errors import ServiceError, abort, invalid
 from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
 from aegis_serve.models.embedder import Embedder, TokenizedText

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 
 log = logging.getLogger(__name__)
 

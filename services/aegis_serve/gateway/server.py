@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
-
 from aegis_serve.common.server import ServerHandle, serve_until_signal, start_server
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.service import EmbedServicer, Gateway

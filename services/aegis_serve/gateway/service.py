@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis.encoder.v1 import encoder_pb2
-
 from aegis_serve.common.errors import ServiceError, abort, invalid
 from aegis_serve.common.quantize import (
     ENCODING_VALUES,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aegis.embed.v1 import embed_pb2
-
 from aegis_serve.common.errors import invalid
 from aegis_serve.common.quantize import ENCODINGS
 

@@ -1,0 +1,168 @@
+"""End to end: `aegis-serve up` processes with the real default models.
+
+The aligned student (query pool) and the teacher (document pool) are separate processes
+behind the gateway; every student query must rank its own teacher document first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from aegis_client import EmbedClient
+from conftest import ROOT, ServiceProcess
+
+pytestmark = pytest.mark.teacher
+
+PAIRS = [
+    ("how do plants turn sunlight into food",
+     "Photosynthesis lets green plants convert light, water and carbon dioxide into sugar."),
+    ("largest planet in our solar system",
+     "Jupiter is a gas giant and by far the biggest planet orbiting the Sun."),
+    ("what organelle produces energy in cells",
+     "Mitochondria generate most of the cell's supply of ATP through respiration."),
+    ("iron tower in paris",
+     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars."),
+    ("baking bread with a sourdough starter",
+     "A sourdough starter is a fermented culture of flour and water used to leaven bread."),
+    ("how does tcp recover lost packets",
+     "TCP detects missing segments with acknowledgements and retransmits them."),
+    ("interest earned on interest",
+     "Compound interest is calculated on the principal plus the interest already accrued."),
+    ("bowed string instrument smaller than a viola",
+     "The violin is the smallest and highest-pitched member of the violin family."),
+    ("who painted the mona lisa",
+     "Leonardo da Vinci painted the Mona Lisa in the early sixteenth century."),
+    ("why is the sky blue",
+     "Rayleigh scattering of sunlight by air molecules makes the daytime sky look blue."),
+    ("symptoms of dehydration",
+     "Thirst, dark urine, dizziness and fatigue are common signs of dehydration."),
+    ("how vaccines train the immune system",
+     "Vaccines expose the immune system to an antigen so it forms memory cells."),
+    ("tallest mountain on earth",
+     "Mount Everest in the Himalayas rises 8,849 metres above sea level."),
+    ("what causes ocean tides",
+     "Tides are caused mainly by the Moon's gravitational pull on the oceans."),
+    ("sorting algorithm with n log n average time",
+     "Quicksort partitions an array around a pivot and averages O(n log n) comparisons."),
+    ("freezing point of water in fahrenheit",
+     "Pure water freezes at 32 degrees Fahrenheit, which is 0 degrees Celsius."),
+    ("first person to walk on the moon",
+     "Neil Armstrong stepped onto the lunar surface during Apollo 11 in 1969."),
+    ("how do bees make honey",
+     "Honeybees collect nectar, add enzymes and evaporate it in the comb to make honey."),
+    ("capital city of japan", "Tokyo is the capital of Japan and its most populous metropolis."),
+    ("what is inflation in economics",
+     "Inflation is the rate at which the general level of prices for goods rises."),
+    ("how to tie a bowline knot",
+     "To tie a bowline, form a small loop, pass the end up through it, around the line, "
+     "and back down."),
+    ("speed of light in vacuum",
+     "Light travels through a vacuum at about 299,792 kilometres per second."),
+    ("chess piece that moves in an L shape",
+     "The knight moves two squares in one direction and then one square sideways."),
+    ("what do pandas eat", "Giant pandas feed almost entirely on bamboo shoots and leaves."),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def live_stack():
+    """`aegis-serve up` on free ports; stopped with SIGTERM at the end."""
+    proc = ServiceProcess(
+        [
+            "up",
+            "--gateway-port",
+            "0",
+            "--query-port",
+            "0",
+            "--document-port",
+            "0",
+            "--shutdown-grace-s",
+            "5",
+        ],
+        ready_timeout=600,
+        ready_marker="aegis-serve is up",
+    )
+    assert proc.proc.poll() is None, proc.output[-3000:]
+    # The supervisor echoes its children's READY lines; the gateway's has the address.
+    line = next(ln for ln in proc.lines if "READY gateway" in ln)
+    address = line.split("address=")[1].split()[0]
+    yield proc, address
+    assert proc.terminate(timeout=120) == 0, proc.output[-3000:]
+    assert "stopping: gateway first" in proc.output
+
+
+def test_student_queries_rank_their_teacher_document_first(live_stack):
+    _, address = live_stack
+    queries = [q for q, _ in PAIRS]
+    docs = [d for _, d in PAIRS]
+    with EmbedClient(address, timeout=300) as client:
+        info = client.info()
+        assert info.serving, info.problem
+        q_pool, d_pool = info.pools
+        assert q_pool.model != d_pool.model and q_pool.space_id == d_pool.space_id
+        d = client.embed(docs, "document")
+        q = client.embed(queries, "query")
+    assert (d.encoder, q.encoder) == ("document", "query") and not q.fallback
+    assert d.model == d_pool.model and q.model == q_pool.model
+    scores = q.embeddings @ d.embeddings.T
+    ranks = [int((row > row[i]).sum()) for i, row in enumerate(scores)]
+    assert ranks == [0] * len(PAIRS), list(zip(queries, ranks, strict=True))
+
+
+@pytest.mark.parametrize("dims", [768, 256, 64])
+def test_dims_and_encodings_decode_to_the_numpy_reference(live_stack, dims):
+    _, address = live_stack
+    texts = [d for _, d in PAIRS[:8]]
+    with EmbedClient(address, timeout=300) as client:
+        full = client.embed(texts, "document").embeddings
+        ref = full[:, :dims] / np.linalg.norm(full[:, :dims], axis=1, keepdims=True)
+        got = {
+            enc: client.embed(texts, "document", dimensions=dims, encoding=enc).embeddings
+            for enc in ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+        }
+        bits = client.embed(
+            texts, "document", dimensions=dims, encoding="binary", unpack_bits=True
+        ).embeddings
+    np.testing.assert_allclose(got["float32"], ref, atol=1e-5)
+    np.testing.assert_allclose(got["float16"].astype(np.float32), ref, atol=1e-3)
+    steps = 2.0 / 255
+    expected_u8 = np.clip(np.floor((ref + 1.0) / steps), 0, 255).astype(np.uint8)
+    assert np.abs(got["uint8"].astype(int) - expected_u8.astype(int)).max() <= 1
+    assert np.abs(got["int8"].astype(int) - (expected_u8.astype(int) - 128)).max() <= 1
+    np.testing.assert_array_equal(got["ubinary"], np.packbits(ref > 0, axis=1))
+    np.testing.assert_array_equal(bits, (ref > 0).astype(np.uint8))
+    np.testing.assert_array_equal(got["binary"].view(np.uint8) ^ 0x80, got["ubinary"])
+
+
+def test_cli_embed_and_grpc_errors_through_the_stack(live_stack):
+    _, address = live_stack
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aegis_serve.cli",
+            "embed",
+            "--target",
+            address,
+            "--type",
+            "query",
+            "--dimensions",
+            "64",
+            "hello there",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    row = json.loads(out.stdout.splitlines()[0])
+    assert row["text"] == "hello there" and len(row["embedding"]) == 64
+    with EmbedClient(address, timeout=30) as client, pytest.raises(grpc.RpcError) as err:
+        client.embed(["x"], "query", dimensions=100)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
