@@ -1,0 +1,88 @@
+"""The aegis-embed architecture path (ModernBERT + YaRN, 2D Matryoshka) on a tiny random config."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from aegis_client import EmbedClient
+from aegis_serve.models.aegis_embed import write_aegis_embed_dir
+from aegis_serve.models.embedder import Embedder
+
+TEXTS = ["hello world", "Embeddings map text into vectors. " * 40, "東京は日本の首都です。"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return write_aegis_embed_dir(tmp_path_factory.mktemp("aegis") / "tiny", tiny=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return Embedder(tiny_dir)
+
+
+def test_loads_as_modernbert_with_yarn_and_matches_sentence_transformers(tiny, tiny_dir):
+    cfg = tiny.hf_config
+    assert cfg.model_type == "modernbert"
+    assert cfg.rope_parameters["full_attention"]["rope_type"] == "yarn"
+    assert tiny.max_tokens == 32_768
+    assert tiny.space.layer_options == (6, 3, 2, 1)
+    assert tiny.space.matryoshka_dims == (64, 32, 16, 8)
+    ref = SentenceTransformer(str(tiny_dir), device="cpu").encode(TEXTS)
+    got = tiny.embed(TEXTS)
+    assert ((ref * got).sum(1)).min() >= 0.9999
+
+
+@pytest.mark.parametrize("k", [3, 2, 1])
+def test_layer_exit_equals_truncated_layer_list(tiny, tiny_dir, k):
+    reference = Embedder(tiny_dir)
+    reference.model.layers = torch.nn.ModuleList(list(reference.model.layers)[:k])
+    expected = reference.embed(TEXTS)
+    got = tiny.embed(TEXTS, layers=k)
+    assert ((expected * got).sum(1)).min() >= 0.99999
+    assert len(tiny.model.layers) == 6
+
+
+def test_layer_exit_runs_only_k_layers(tiny):
+    calls: list[int] = []
+    hooks = [
+        layer.register_forward_hook(lambda *_, i=i: calls.append(i))
+        for i, layer in enumerate(tiny.model.layers)
+    ]
+    try:
+        tiny.embed(TEXTS[:1], layers=2)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == [0, 1]
+
+
+def test_long_input_is_served_without_truncation(tiny):
+    items = tiny.tokenize(["word " * 3000])
+    assert not items[0].truncated and len(items[0].ids) > 8192
+    vec = tiny.forward(tiny.collate(items))
+    assert np.isfinite(vec).all() and abs(float(np.linalg.norm(vec)) - 1) < 1e-5
+
+
+def test_layers_and_dims_through_the_gateway(stack, tiny):
+    q = stack.encoder("q", tiny, "query")
+    d = stack.encoder("d", tiny, "document")
+    gw = stack.gateway([q], [d])
+    with EmbedClient(f"127.0.0.1:{gw.port}", timeout=60) as client:
+        info = client.info()
+        assert list(info.layer_options) == [6, 3, 2, 1]
+        for layers in (0, 3, 1):
+            res = client.embed(TEXTS, "document", layers=layers, dimensions=32)
+            full = tiny.embed(TEXTS, layers=layers)[:, :32]
+            ref = full / np.linalg.norm(full, axis=1, keepdims=True)
+            np.testing.assert_allclose(res.embeddings, ref, atol=1e-5)
+            assert res.raw.layers == (layers or 6)
+        for bad, needle in (({"layers": 4}, "layers=4 is not offered"),):
+            with pytest.raises(grpc.RpcError) as err:
+                client.embed(TEXTS, "document", **bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert needle in err.value.details()
