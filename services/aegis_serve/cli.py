@@ -85,6 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the gateway's GetInfo as JSON")
     info.add_argument("--target", default="127.0.0.1:50051")
 
+    bench = sub.add_parser("bench", help="benchmarks written to docs/benchmarks.md")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    doc = bench_sub.add_parser("document", help="document pool via gateway vs raw HF forward")
+    doc.add_argument(
+        "--model",
+        default="aegis:full",
+        help="model dir, builtin:document, aegis:full or aegis:tiny (random weights)",
+    )
+    doc.add_argument("--device", default="cuda")
+    doc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    doc.add_argument("--docs", type=int, default=2048)
+    doc.add_argument("--docs-per-request", type=int, default=16)
+    doc.add_argument("--concurrency", default="1,4,16,64")
+    doc.add_argument("--layers", default="", help="depths to measure (default: all offered)")
+    doc.add_argument("--long", default="8192,32768", help="single long inputs (tokens)")
+    doc.add_argument("--raw-batch-size", type=int, default=32)
+    doc.add_argument("--max-batch-tokens", type=int, default=65536)
+    doc.add_argument("--max-seconds", type=float, default=120.0, help="per measured run")
+    doc.add_argument("--out-dir", default="docs")
+
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")
     demo.add_argument("--dimensions", type=int, default=0)
@@ -174,7 +194,16 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return run_demo(ns.target, ns.dimensions)
 
 
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    if ns.bench == "document":
+        from aegis_serve.bench.document import main_args
+
+        return main_args(ns)
+    raise SystemExit(f"unknown bench {ns.bench}")
+
+
 COMMANDS = {
+    "bench": _cmd_bench,
     "encoder": _cmd_encoder,
     "gateway": _cmd_gateway,
     "up": _cmd_up,

@@ -47,7 +47,7 @@ class Child:
     line: str = ""
 
 
-def _pump(child: Child) -> None:
+def _pump(child: Child, echo: bool = True) -> None:
     assert child.proc.stdout is not None
     for line in child.proc.stdout:
         if line.startswith("READY ") and not child.ready.is_set():
@@ -56,11 +56,12 @@ def _pump(child: Child) -> None:
                 if part.startswith("address="):
                     child.address = part.split("=", 1)[1]
             child.ready.set()
-        sys.stdout.write(f"[{child.name}] {line}")
-        sys.stdout.flush()
+        if echo:
+            sys.stdout.write(f"[{child.name}] {line}")
+            sys.stdout.flush()
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
+def spawn(name: str, args: list[str], env: dict[str, str], echo: bool = True) -> Child:
     proc = subprocess.Popen(
         [sys.executable, "-m", "aegis_serve.cli", *args],
         stdout=subprocess.PIPE,
@@ -69,11 +70,11 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
         start_new_session=True,  # Ctrl-C reaches us only; we drain children in order
     )
     child = Child(name, proc)
-    threading.Thread(target=_pump, args=(child,), daemon=True).start()
+    threading.Thread(target=_pump, args=(child, echo), daemon=True).start()
     return child
 
 
-def _wait_ready(children: list[Child], timeout: float) -> None:
+def wait_ready(children: list[Child], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for child in children:
         while not child.ready.wait(0.2):
@@ -83,7 +84,7 @@ def _wait_ready(children: list[Child], timeout: float) -> None:
                 raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s")
 
 
-def _stop(children: list[Child], grace: float) -> None:
+def stop_all(children: list[Child], grace: float) -> None:
     for child in children:  # gateway first: it stops taking requests before the pools go
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
@@ -131,15 +132,15 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     pools = [
-        _spawn("query", encoder_args("query", query_model, settings.query_port, q_threads,
+        spawn("query", encoder_args("query", query_model, settings.query_port, q_threads,
                                      "cpu", settings), env),
-        _spawn("document", encoder_args("document", document_model, settings.document_port,
+        spawn("document", encoder_args("document", document_model, settings.document_port,
                                         d_threads, device, settings), env),
     ]  # fmt: skip
     children = list(pools)
     try:
-        _wait_ready(pools, settings.ready_timeout_s)
-        gateway = _spawn(
+        wait_ready(pools, settings.ready_timeout_s)
+        gateway = spawn(
             "gateway",
             [
                 "gateway", "--host", settings.host, "--port", str(settings.gateway_port),
@@ -149,10 +150,10 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
             env,
         )  # fmt: skip
         children.insert(0, gateway)
-        _wait_ready([gateway], settings.ready_timeout_s)
+        wait_ready([gateway], settings.ready_timeout_s)
     except (RuntimeError, KeyboardInterrupt) as exc:
         print(f"stack failed to start: {exc}", file=sys.stderr)
-        _stop(children, settings.shutdown_grace_s)
+        stop_all(children, settings.shutdown_grace_s)
         return 1
     print(
         "\naegis-serve is up:\n"
@@ -174,5 +175,5 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
             code = 1
             break
     print("stopping: gateway first, then the pools...", flush=True)
-    _stop(children, settings.shutdown_grace_s)
+    stop_all(children, settings.shutdown_grace_s)
     return code

@@ -90,20 +90,36 @@ class BatcherStats:
 
 
 def plan_batches(
-    slots: Sequence[Slot], max_batch_tokens: int, max_batch_texts: int
+    slots: Sequence[Slot],
+    max_batch_tokens: int,
+    max_batch_texts: int,
+    max_padding_ratio: float = 1.3,
+    padding_slack: int = 16,
 ) -> list[list[Slot]]:
-    """Cut length-sorted slots into batches whose padded size fits the budget.
+    """Cut length-sorted slots into batches: padded size within the token budget, and
+    padding bounded (length bucketing), so mixed lengths don't pad short texts to long ones.
 
-    A text longer than the whole budget still gets a batch of its own.
+    A text joins the current batch only if the padded batch stays within `max_batch_tokens`
+    and within `max_padding_ratio` of the real tokens (or its length is within
+    `padding_slack` tokens of the batch's shortest). A text longer than the whole budget
+    still gets a batch of its own.
     """
     batches: list[list[Slot]] = []
     current: list[Slot] = []
+    real = 0
     for slot in sorted(slots, key=lambda s: (s.length, s.seq)):
-        fits = (len(current) + 1) * slot.length <= max_batch_tokens
-        if current and (not fits or len(current) >= max_batch_texts):
-            batches.append(current)
-            current = []
+        if current:
+            padded = (len(current) + 1) * slot.length
+            fits = padded <= max_batch_tokens and len(current) < max_batch_texts
+            even = (
+                padded <= max_padding_ratio * (real + slot.length)
+                or slot.length - current[0].length <= padding_slack
+            )
+            if not (fits and even):
+                batches.append(current)
+                current, real = [], 0
         current.append(slot)
+        real += slot.length
     if current:
         batches.append(current)
     return batches

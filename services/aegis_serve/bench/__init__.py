@@ -1,0 +1,1 @@
+"""`aegis-serve bench …`: side-by-side measurements written to docs/benchmarks.md."""
