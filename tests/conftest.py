@@ -136,8 +136,13 @@ class ServiceProcess:
     """`python -m aegis_serve.cli ...` as a child; knows its address from the READY line."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 180
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 180,
+        ready_marker: str = "READY ",
     ) -> None:
+        self.ready_marker = ready_marker
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aegis_serve.cli", *args],
             stdout=subprocess.PIPE,
