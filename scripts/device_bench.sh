@@ -13,6 +13,7 @@ python3 -c "import torch, transformers, grpc, google.protobuf as p; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'grpc', grpc.__version__, 'protobuf', p.__version__)" \
   | tee -a "$OUT/gpu.txt"
 timeout "${BENCH_TIMEOUT:-420}" python3 -m aegis_serve.cli bench document --model aegis:full \
-  --device cuda --docs "${DOCS:-4096}" --docs-per-request 16 --concurrency 1,4,16,64 \
-  --long 8192,32768 --max-seconds "${MAX_SECONDS:-30}" --out-dir "$OUT/docs" 2>&1 \
+  --device cuda --docs "${DOCS:-4096}" --docs-per-request 16 --concurrency 4,16,64 \
+  --long 8192,32768 --max-seconds "${MAX_SECONDS:-20}" --attention padded,packed \
+  --out-dir "$OUT/docs" 2>&1 \
   | grep -v "Loading weights\|Writing model" | tee "$OUT/bench.log"

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--device", default=S, help="cpu, cuda, cuda:1 ...")
     enc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=S)
     enc.add_argument("--threads", type=int, default=S)
+    enc.add_argument("--attention", choices=["auto", "packed", "padded"], default=S)
     enc.add_argument("--max-batch-tokens", type=int, default=S)
     enc.add_argument("--max-batch-texts", type=int, default=S)
     enc.add_argument("--max-queue-texts", type=int, default=S)
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--max-batch-tokens", type=int, default=65536)
     doc.add_argument("--max-seconds", type=float, default=120.0, help="per measured run")
     doc.add_argument("--out-dir", default="docs")
+    doc.add_argument(
+        "--attention",
+        default="padded",
+        help="encoder attention modes to measure, e.g. padded,packed",
+    )
 
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")

@@ -41,6 +41,9 @@ class EncoderSettings(CommonSettings):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
+    attention: Literal["auto", "packed", "padded"] = Field(
+        "auto", description="packed = one sequence per batch with FlexAttention (ModernBERT)"
+    )
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward pass")
     max_batch_texts: int = Field(256, ge=1)
     max_queue_texts: int = Field(4096, ge=1, description="queued texts before RESOURCE_EXHAUSTED")

@@ -51,6 +51,7 @@ class DocumentBenchConfig:
     max_batch_tokens: int = 65536
     max_seconds: float = 120.0
     out_dir: Path = Path("docs")
+    attention: list[str] = field(default_factory=lambda: ["padded"])
     command: str = ""
     progress: bool = True
 
@@ -210,12 +211,16 @@ def run_servers(
     depths: list[int],
     long_texts: dict[int, str],
     full_depth: int,
+    attention: str = "padded",
 ) -> tuple[list[dict[str, Any]], int]:
     from aegis_serve.stack import spawn, stop_all, wait_ready
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Tokenizer threads stay on: the encoder tokenizes in worker threads (no fork after use).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     enc_args = [
         "encoder",
+        "--attention",
+        attention,
         "--role",
         "document",
         "--model",
@@ -337,6 +342,13 @@ def run_raw_hf(
             )
         )
     setattr(owner, attr, layer_list)
+    return rows + _raw_long(embed, sync, long_texts, full_depth)
+
+
+def _raw_long(embed, sync, long_texts: dict[int, str], full_depth: int) -> list[dict[str, Any]]:
+    import torch
+
+    rows: list[dict[str, Any]] = []
     for n, text in long_texts.items():
         try:
             lat = []
@@ -370,45 +382,62 @@ def run_raw_hf(
     return rows
 
 
+def _mixed(rows: list[dict[str, Any]], path: str, mode: str | None = None) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in rows
+        if "error" not in r
+        and r["path"] == path
+        and r["corpus"] == "mixed"
+        and (mode is None or r.get("attention") == mode)
+    ]
+
+
+def _modes(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["attention"] for r in _mixed(rows, "gateway")})
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    gw = [r for r in rows if r["path"] == "gateway" and r["corpus"] == "mixed"]
-    full = max(r["layers"] for r in gw)
-    conc = [r for r in gw if r["layers"] == full]
-    raw_full = next(
-        r for r in rows if r["path"] == "raw_hf" and r["layers"] == full and r["corpus"] == "mixed"
-    )
-    left.plot(
-        [r["concurrency"] for r in conc],
-        [r["docs_per_s"] for r in conc],
-        "o-",
-        label="gateway (token-budget batching)",
-    )
-    left.axhline(raw_full["docs_per_s"], color="gray", ls="--", label="raw HF padded forward")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    raw = {r["layers"]: r["docs_per_s"] for r in _mixed(rows, "raw_hf")}
+    full = max(raw)
+    depths = sorted(raw, reverse=True)
+    modes = _modes(rows)
+    width = 0.8 / (len(modes) + 1)
+    x = np.arange(len(depths))
+    for k, mode in enumerate(modes):
+        gw = _mixed(rows, "gateway", mode)
+        conc = [r for r in gw if r["layers"] == full]
+        left.plot(
+            [r["concurrency"] for r in conc],
+            [r["docs_per_s"] for r in conc],
+            "o-",
+            label=f"gateway, {mode} attention",
+        )
+        best = [max((r["docs_per_s"] for r in gw if r["layers"] == d), default=0) for d in depths]
+        right.bar(x + (k - len(modes) / 2) * width, best, width, label=f"gateway ({mode})")
+    left.axhline(raw[full], color="gray", ls="--", label="raw HF padded forward")
     left.set_xscale("log", base=2)
     left.set_xlabel("requests in flight")
     left.set_ylabel("documents / s")
     left.set_title(f"{full} layers, mixed 32–2048 tokens")
-    left.legend()
-    depths = sorted({r["layers"] for r in gw}, reverse=True)
-    best = {d: max(r["docs_per_s"] for r in gw if r["layers"] == d) for d in depths}
-    raw = {
-        r["layers"]: r["docs_per_s"]
-        for r in rows
-        if r["path"] == "raw_hf" and r["corpus"] == "mixed"
-    }
-    x = np.arange(len(depths))
-    right.bar(x - 0.2, [best[d] for d in depths], 0.4, label="gateway")
-    right.bar(x + 0.2, [raw.get(d, 0) for d in depths], 0.4, label="raw HF")
+    left.legend(fontsize=8)
+    right.bar(
+        x + (len(modes) - len(modes) / 2) * width,
+        [raw[d] for d in depths],
+        width,
+        label="raw HF",
+        color="gray",
+    )
     right.set_xticks(x, [f"{d}L" for d in depths])
     right.set_ylabel("documents / s")
-    right.set_title("2D-Matryoshka layer exit")
-    right.legend()
+    right.set_title("2D-Matryoshka layer exit (best concurrency)")
+    right.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -418,13 +447,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def summarize(
     rows: list[dict[str, Any]], device: str, cfg: DocumentBenchConfig, peak_mib: int, model: str
 ) -> str:
-    mixed = [r for r in rows if r["corpus"] == "mixed"]
-    full = max(r["layers"] for r in mixed)
-    raw = {r["layers"]: r for r in mixed if r["path"] == "raw_hf"}
-    gw_full = max(
-        (r for r in mixed if r["path"] == "gateway" and r["layers"] == full),
-        key=lambda r: r["docs_per_s"],
-    )
+    raw = {r["layers"]: r for r in _mixed(rows, "raw_hf")}
+    full = max(raw)
     lines = [
         "## Document pool",
         "",
@@ -432,44 +456,42 @@ def summarize(
         f"- machine: {device}; date: {today()}; model: {model}",
         f"- corpus: {cfg.docs} texts, log-uniform {cfg.min_tokens}–{cfg.max_tokens} tokens, "
         f"{cfg.docs_per_request} per request; raw HF: padded batches of {cfg.raw_batch_size} "
-        "in corpus order, same dtype, SDPA",
-        f"- gateway vs raw HF at {full} layers: "
-        f"**{gw_full['docs_per_s'] / raw[full]['docs_per_s']:.2f}×** "
-        f"({gw_full['docs_per_s']:.0f} vs {raw[full]['docs_per_s']:.0f} docs/s)",
+        "in corpus order, same dtype, SDPA (tokenization included in both)",
     ]
-    for depth in sorted({r["layers"] for r in mixed}, reverse=True):
-        if depth == full:
-            continue
-        best = max(
-            (r for r in mixed if r["path"] == "gateway" and r["layers"] == depth),
-            key=lambda r: r["docs_per_s"],
-            default=None,
+    for mode in _modes(rows):
+        gw = _mixed(rows, "gateway", mode)
+        best_full = max((r for r in gw if r["layers"] == full), key=lambda r: r["docs_per_s"])
+        lines.append(
+            f"- **{mode} attention**: gateway vs raw HF at {full} layers: "
+            f"**{best_full['docs_per_s'] / raw[full]['docs_per_s']:.2f}×** "
+            f"({best_full['docs_per_s']:.0f} vs {raw[full]['docs_per_s']:.0f} docs/s)"
         )
-        base = (
-            next(
-                r
-                for r in mixed
-                if r["path"] == "gateway"
-                and r["layers"] == full
-                and r["concurrency"] == best["concurrency"]
+        for depth in sorted({r["layers"] for r in gw}, reverse=True):
+            if depth == full:
+                continue
+            best = max((r for r in gw if r["layers"] == depth), key=lambda r: r["docs_per_s"])
+            base = next(
+                (r for r in gw if r["layers"] == full and r["concurrency"] == best["concurrency"]),
+                None,
             )
-            if best
-            else None
-        )
-        if best and base:
-            ratio = best["docs_per_s"] / base["docs_per_s"]
-            lines.append(
-                f"- layer exit {depth}L: {ratio:.2f}× the {full}L throughput through the "
-                "gateway (same concurrency)"
-            )
+            if base and base["docs_per_s"]:
+                lines.append(
+                    f"  - layer exit {depth}L: {best['docs_per_s'] / base['docs_per_s']:.2f}× "
+                    f"the {full}L throughput (same concurrency)"
+                )
+    for r in rows:
+        if "error" in r:
+            lines.append(f"- {r['path']} ({r.get('attention', '')}) failed: {r['error']}")
     if peak_mib:
         lines.append(f"- peak GPU memory used during the gateway runs: {peak_mib / 1024:.1f} GiB")
+    table_rows = [r for r in rows if "error" not in r]
     lines += [
         "",
         markdown_table(
-            rows,
+            table_rows,
             [
                 ("path", "path"),
+                ("attention", "attention"),
                 ("layers", "layers"),
                 ("corpus", "corpus"),
                 ("concurrency", "in flight"),
@@ -477,6 +499,7 @@ def summarize(
                 ("tokens_per_s", "tokens/s"),
                 ("p50_ms", "p50 ms"),
                 ("p99_ms", "p99 ms"),
+                ("errors", "errors"),
             ],
         ),
         "",
@@ -484,6 +507,17 @@ def summarize(
         "",
     ]
     return "\n".join(lines)
+
+
+def _release_gpu_memory() -> None:
+    """The raw model is gone once run_raw_hf returns; hand its cache back to the servers."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_document_bench(cfg: DocumentBenchConfig) -> dict[str, Any]:
@@ -518,25 +552,47 @@ def run_document_bench(cfg: DocumentBenchConfig) -> dict[str, Any]:
         f"(mean {np.mean(token_counts):.0f}); depths {depths}",
         flush=True,
     )
-    rows, peak = run_servers(cfg, model_dir, corpus, token_counts, depths, long_texts, full_depth)
-    rows += run_raw_hf(cfg, model_dir, corpus, depths, long_texts, full_depth)
+    rows: list[dict[str, Any]] = []
+    peak = 0
     device = machine_description()
-    payload = {
-        "device": device,
-        "date": today(),
-        "command": cfg.command,
-        "model": str(model_dir.name),
-        "peak_gpu_mib": peak,
-        "rows": rows,
-    }
     results = cfg.out_dir / "results"
-    write_json(results / "document_pool.json", payload)
-    plot(rows, results / "document_pool.png")
-    write_section(
-        cfg.out_dir / "benchmarks.md",
-        "document_pool",
-        summarize(rows, device, cfg, peak, model_dir.name),
-    )
+
+    def save() -> dict[str, Any]:
+        payload = {
+            "device": device,
+            "date": today(),
+            "command": cfg.command,
+            "model": str(model_dir.name),
+            "peak_gpu_mib": peak,
+            "rows": rows,
+        }
+        write_json(results / "document_pool.json", payload)
+        if any(r.get("path") == "raw_hf" for r in rows):
+            plot(rows, results / "document_pool.png")
+            write_section(
+                cfg.out_dir / "benchmarks.md",
+                "document_pool",
+                summarize(rows, device, cfg, peak, model_dir.name),
+            )
+        return payload
+
+    # Raw HF first, so a server mode that fails or runs out of time still leaves a report.
+    rows += run_raw_hf(cfg, model_dir, corpus, depths, long_texts, full_depth)
+    save()
+    _release_gpu_memory()
+    for mode in cfg.attention:
+        try:
+            got, mode_peak = run_servers(
+                cfg, model_dir, corpus, token_counts, depths, long_texts, full_depth, attention=mode
+            )
+        except Exception as exc:  # one mode failing must not lose the others' numbers
+            print(f"attention={mode}: {type(exc).__name__}: {exc}", flush=True)
+            rows.append({"path": "gateway", "attention": mode, "error": str(exc)[:300]})
+            continue
+        peak = max(peak, mode_peak)
+        rows += [{**r, "attention": mode} for r in got]
+        save()
+    payload = save()
     return payload
 
 
@@ -555,6 +611,7 @@ def main_args(ns: Any) -> int:
         max_seconds=ns.max_seconds,
         out_dir=Path(ns.out_dir),
         command="aegis-serve " + " ".join(sys.argv[1:]),
+        attention=ns.attention.split(","),
     )
     payload = run_document_bench(cfg)
     for row in payload["rows"]:

@@ -58,7 +58,8 @@ async def run_load(
             next_index += 1
             start = time.perf_counter()
             try:
-                units += await call(i)
+                done = await call(i)  # not `units += await …`: that reads `units` before awaiting
+                units += done
                 latencies.append(time.perf_counter() - start)
             except Exception:
                 errors += 1

@@ -95,6 +95,7 @@ def plan_batches(
     max_batch_texts: int,
     max_padding_ratio: float = 1.3,
     padding_slack: int = 16,
+    packed: bool = False,
 ) -> list[list[Slot]]:
     """Cut length-sorted slots into batches: padded size within the token budget, and
     padding bounded (length bucketing), so mixed lengths don't pad short texts to long ones.
@@ -110,9 +111,11 @@ def plan_batches(
     for slot in sorted(slots, key=lambda s: (s.length, s.seq)):
         if current:
             padded = (len(current) + 1) * slot.length
-            fits = padded <= max_batch_tokens and len(current) < max_batch_texts
+            cost = real + slot.length if packed else padded
+            fits = cost <= max_batch_tokens and len(current) < max_batch_texts
             even = (
-                padded <= max_padding_ratio * (real + slot.length)
+                packed
+                or padded <= max_padding_ratio * (real + slot.length)
                 or slot.length - current[0].length <= padding_slack
             )
             if not (fits and even):
@@ -222,7 +225,10 @@ class Batcher:
         oldest = min(self._pending, key=lambda s: s.seq)
         layers = oldest.job.layers
         same_depth = [s for s in self._pending if s.job.layers == layers]
-        for batch in plan_batches(same_depth, self.max_batch_tokens, self.max_batch_texts):
+        packed = bool(getattr(self.runner, "packs_sequences", False))
+        for batch in plan_batches(
+            same_depth, self.max_batch_tokens, self.max_batch_texts, packed=packed
+        ):
             if oldest in batch:
                 return batch, layers
         raise AssertionError("oldest slot not planned")  # pragma: no cover
@@ -255,6 +261,8 @@ class Batcher:
             return
         elapsed = time.perf_counter_ns() - started
         width = max(len(it.ids) for it in items)
+        if getattr(self.runner, "packs_sequences", False):
+            width = -(-sum(len(it.ids) for it in items) // len(items))
         self.stats.batches += 1
         self.stats.texts += len(batch)
         self.stats.real_tokens += sum(len(it.ids) for it in items)

@@ -26,6 +26,7 @@ def load_embedder(settings: EncoderSettings) -> Embedder:
         device=settings.device,
         dtype=settings.dtype,
         threads=settings.threads or None,
+        attention=settings.attention,
     )
 
 

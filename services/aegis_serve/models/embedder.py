@@ -84,6 +84,7 @@ class Embedder:
         dtype: str | None = None,
         threads: int | None = None,
         attn_implementation: str | None = "sdpa",
+        attention: str = "auto",
     ) -> None:
         self.cfg: StModelConfig = read_st_config(model_dir)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -98,6 +99,7 @@ class Embedder:
             torch.set_num_threads(threads)
         self.model = self._load_transformer(attn_implementation)
         self.hf_config = self.model.config
+        self.packs_sequences = self._use_packed(attention)
         self.num_layers = int(self.hf_config.num_hidden_layers)
         self._layer_owner, self._layer_attr, self._layers = self._find_layers()
         self.dense = [self._load_dense(spec) for spec in self.cfg.dense]
@@ -122,6 +124,21 @@ class Embedder:
             kwargs.pop("attn_implementation")
             model = AutoModel.from_pretrained(path, **kwargs)
         return model.to(self.device).eval()
+
+    def _use_packed(self, attention: str) -> bool:
+        """Packed FlexAttention for ModernBERT when asked; padded SDPA otherwise ('auto')."""
+        if attention not in {"auto", "packed", "padded"}:
+            raise ModelDirError(f"attention must be auto, packed or padded, not {attention!r}")
+        is_modernbert = self.hf_config.model_type == "modernbert"
+        if attention == "packed" and not is_modernbert:
+            raise ModelDirError("packed attention is implemented for ModernBERT models only")
+        use = attention == "packed"
+        if use:
+            from aegis_serve.models import packed
+
+            packed.register()
+            self.hf_config._attn_implementation = packed.ATTN_NAME
+        return use
 
     def _find_layers(self) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
         for dotted in _LAYER_LISTS:
@@ -256,7 +273,15 @@ class Embedder:
         finally:
             setattr(self._layer_owner, self._layer_attr, self._layers)
 
-    def collate(self, items: Sequence[TokenizedText]) -> dict[str, torch.Tensor]:
+    def collate(self, items: Sequence[TokenizedText]) -> object:
+        """CPU tensors for one batch: packed into one sequence, or right-padded."""
+        if self.packs_sequences:
+            from aegis_serve.models.packed import pack
+
+            return pack([it.ids for it in items], [it.prompt_tokens for it in items], self.pad_id)
+        return self._collate_padded(items)
+
+    def _collate_padded(self, items: Sequence[TokenizedText]) -> dict[str, torch.Tensor]:
         """Right-padded CPU tensors (pinned when the model is on CUDA)."""
         width = max(len(it.ids) for it in items)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
@@ -273,18 +298,42 @@ class Embedder:
         return batch
 
     @torch.inference_mode()
-    def forward(self, batch: dict[str, torch.Tensor], layers: int = 0) -> np.ndarray:
+    def forward(self, batch: object, layers: int = 0) -> np.ndarray:
         """Embed one collated batch; returns float32 (n, dim), L2-normalized if the model is."""
         if layers and layers not in self.space.layer_options:
             raise ValueError(
                 f"layers={layers} not offered; choose {list(self.space.layer_options)}"
             )
-        dev = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.packs_sequences:
+            emb = self._forward_packed(batch, layers)
+        else:
+            dev = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with self._depth(layers):
+                hidden = self.model(
+                    input_ids=dev["input_ids"], attention_mask=dev["attention_mask"]
+                ).last_hidden_state
+            emb = self._pool(hidden.float(), dev["pool_mask"], dev["attention_mask"])
+        return self._head(emb)
+
+    def _forward_packed(self, batch: object, layers: int) -> torch.Tensor:
+        from aegis_serve.models.packed import block_mask, pool
+
+        dev = self.device
+        doc_ids = batch.doc_ids.to(dev, non_blocking=True)
+        masks = {
+            "full_attention": block_mask(batch, doc_ids, None),
+            "sliding_attention": block_mask(batch, doc_ids, self.hf_config.sliding_window),
+        }
         with self._depth(layers):
             hidden = self.model(
-                input_ids=dev["input_ids"], attention_mask=dev["attention_mask"]
-            ).last_hidden_state
-        emb = self._pool(hidden.float(), dev["pool_mask"], dev["attention_mask"])
+                input_ids=batch.input_ids.to(dev, non_blocking=True),
+                position_ids=batch.position_ids.to(dev, non_blocking=True),
+                attention_mask=masks,
+            ).last_hidden_state[0]
+        return pool(hidden, batch, self.cfg.pooling_mode, dev)
+
+    def _head(self, emb: torch.Tensor) -> np.ndarray:
+        """Dense layers and normalization, in float32."""
         for linear, act in self.dense:
             emb = _ACT[act](linear(emb))
         if self.cfg.normalize:
