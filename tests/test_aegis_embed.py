@@ -86,3 +86,20 @@ def test_layers_and_dims_through_the_gateway(stack, tiny):
                 client.embed(TEXTS, "document", **bad)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert needle in err.value.details()
+
+
+@pytest.mark.parametrize("layers", [0, 3])
+def test_packed_flex_attention_equals_padded_sdpa(tiny_dir, layers):
+    padded = Embedder(tiny_dir, attention="padded")
+    packed = Embedder(tiny_dir, attention="packed")
+    assert packed.packs_sequences and not padded.packs_sequences
+    texts = [*TEXTS, "word " * 150, "x"]  # lengths straddle the 128-token blocks and the window
+    a, b = padded.embed(texts, layers=layers), packed.embed(texts, layers=layers)
+    assert ((a * b).sum(1)).min() >= 0.9999
+
+
+def test_packed_attention_is_modernbert_only(student_dir):
+    from aegis_serve.models.st_dir import ModelDirError
+
+    with pytest.raises(ModelDirError, match="ModernBERT"):
+        Embedder(student_dir, attention="packed")

@@ -75,28 +75,50 @@ _NOT_TRANSFORMER = frozenset(
 
 
 # ------------------------------------------------------------------------------ fitting
+OBJECTIVES = ("cosine", "contrastive")
+
+
 @dataclass(frozen=True)
 class FitReport:
-    """What the fit measured; the held-out split never touches the weights it scores."""
+    """What the fit measured; the held-out split never touches the weights it scores.
 
+    ``*_val_mrr`` is held-out self-retrieval: each held-out student vector, mapped, must find
+    its own teacher vector among all held-out teacher vectors (MRR@10).
+    """
+
+    objective: str
     ridge: float
     n_train: int
     n_val: int
     ls_train_cosine: float
     ls_val_cosine: float
-    refined_val_cosine: float  # best over the refinement run (== ls_val_cosine if none ran)
-    refine_steps_run: int
-    best_step: int  # 0 means the least-squares solution was kept
-    chosen: str  # "least-squares" or "cosine-refined"
+    ls_val_mrr: float
+    refined_val_cosine: float  # of the best refined weights (== LS if none ran)
+    refined_val_mrr: float
+    refine_steps: int
+    best_step: int  # 0: the least-squares solution was kept
+    chosen: str  # "least-squares" or "<objective>-refined"
     val_cosine: float  # of the returned map
+    val_mrr: float
     seconds: float
 
 
-def _mean_cosine(x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
-    """Mean cosine between normalize(x @ w + b) and the unit rows of y."""
-    pred = x.astype(np.float64) @ w + b
-    pred /= np.linalg.norm(pred, axis=1, keepdims=True).clip(min=1e-12)
-    return float(np.mean(np.sum(pred * y, axis=1)))
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def _heldout_scores(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray, k: int = 10
+) -> tuple[float, float]:
+    """Mean cosine of normalize(x @ w + b) with the unit rows of y, and self-retrieval MRR@k."""
+    pred = _unit_rows(x.astype(np.float64) @ w + b)
+    y64 = y.astype(np.float64)
+    cos = float(np.mean(np.sum(pred * y64, axis=1)))
+    scores = pred @ y64.T
+    own = np.diag(scores)
+    rank = 1 + np.sum(scores > own[:, None], axis=1)
+    mrr = float(np.mean(np.where(rank <= k, 1.0 / rank, 0.0)))
+    return cos, mrr
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -115,43 +137,59 @@ def _refine(
     y_tr: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    w0: np.ndarray,
-    b0: np.ndarray,
+    init: tuple[np.ndarray, np.ndarray],
+    *,
+    objective: str,
     steps: int,
     lr: float,
-    eval_every: int,
+    temperature: float,
+    batch_size: int,
+    seed: int,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Full-batch Adam on 1 - cos(normalize(xW+b), y) from the LS solution; best-on-val weights.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Adam from the LS solution on what serving computes, normalize(xW+b); best-on-val weights.
 
-    Least squares minimises squared error of the raw output, but serving normalises it, so
-    the norm of each prediction is wasted capacity; the cosine loss spends it all on direction.
+    ``cosine``: full-batch 1 - cos against the teacher vector. Least squares also pays for
+    the norm of each prediction, which serving throws away; this spends it all on direction.
+    ``contrastive``: InfoNCE over mini-batches, the teacher vectors of the other texts as
+    negatives. Retrieval only needs each query to score its own document above the others,
+    so this keeps the directions that discriminate and gives up cosine elsewhere.
     """
+    gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x_tr).float(), torch.from_numpy(y_tr).float()
-    xv, yv = torch.from_numpy(x_val).float(), torch.from_numpy(y_val).float()
-    w = torch.tensor(w0, dtype=torch.float32, requires_grad=True)
-    b = torch.tensor(b0, dtype=torch.float32, requires_grad=True)
+    w = torch.tensor(init[0], dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(init[1], dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    pick = 1 if objective == "cosine" else 0  # which held-out score decides
 
-    def val_cos() -> float:
-        with torch.no_grad():
-            return float(F.cosine_similarity(xv @ w + b, yv, dim=1).mean())
+    def score() -> float:
+        return _heldout_scores(x_val, w.detach().double().numpy(), b.detach().numpy(), y_val)[
+            pick
+        ]
 
-    best = (val_cos(), 0, w0.astype(np.float32), b0.astype(np.float32))
-    bar = tqdm(range(1, steps + 1), desc="cosine refinement", disable=not progress)
+    eval_every = 10 if objective == "cosine" else 25
+    best = (score(), 0, init[0], init[1])
+    bar = tqdm(range(1, steps + 1), desc=f"{objective} refinement", disable=not progress)
     for step in bar:
+        if objective == "cosine":
+            pred, target = xt @ w + b, yt
+            loss = 1.0 - F.cosine_similarity(pred, target, dim=1).mean()
+        else:
+            idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
+            pred, target = F.normalize(xt[idx] @ w + b, dim=1), yt[idx]
+            logits = pred @ target.T / temperature
+            loss = F.cross_entropy(logits, torch.arange(len(idx)))
         opt.zero_grad(set_to_none=True)
-        loss = 1.0 - F.cosine_similarity(xt @ w + b, yt, dim=1).mean()
         loss.backward()
         opt.step()
         sched.step()
         if step % eval_every == 0 or step == steps:
-            cos = val_cos()
-            bar.set_postfix(train=f"{1 - loss.item():.4f}", val=f"{cos:.4f}")
-            if cos > best[0]:
-                best = (cos, step, w.detach().numpy().copy(), b.detach().numpy().copy())
-    return best[2], best[3], best[0], best[1]
+            current = score()
+            bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{current:.4f}")
+            if current > best[0]:
+                best = (current, step, w.detach().double().numpy(), b.detach().double().numpy())
+    return best[2], best[3], best[1]
 
 
 def fit_linear_map_with_report(
@@ -159,14 +197,18 @@ def fit_linear_map_with_report(
     teacher_emb: np.ndarray,
     ridge: float,
     *,
+    objective: str = "cosine",
     refine_steps: int = 300,
     lr: float = 1e-3,
+    temperature: float = 0.05,
+    batch_size: int = 2048,
     val_fraction: float = 0.1,
     seed: int = 0,
-    eval_every: int = 10,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, FitReport]:
     """Fit y ≈ x @ W + b (W is (in, out)); see ``fit_linear_map``. Also returns the report."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if student_emb.ndim != 2 or teacher_emb.ndim != 2 or len(student_emb) != len(teacher_emb):
         raise ValueError(
             f"need paired 2-D embeddings, got {student_emb.shape} and {teacher_emb.shape}"
@@ -178,41 +220,54 @@ def fit_linear_map_with_report(
         raise ValueError(f"{n} pairs are too few for a {val_fraction:.0%} held-out split")
     order = np.random.default_rng(seed).permutation(n)
     val_idx, tr_idx = order[:n_val], order[n_val:]
-    x_tr, y_tr = student_emb[tr_idx], teacher_emb[tr_idx]
-    x_val, y_val = (student_emb[val_idx], teacher_emb[val_idx]) if n_val else (x_tr, y_tr)
-    # Targets are compared by direction; unit rows make LS and the cosine loss agree on scale.
-    y_tr = y_tr / np.linalg.norm(y_tr, axis=1, keepdims=True).clip(min=1e-12)
-    y_val = y_val / np.linalg.norm(y_val, axis=1, keepdims=True).clip(min=1e-12)
+    # One global scale (the mean input norm) so ridge and lr mean the same for pooled or unit
+    # inputs; a global factor keeps the map exactly linear and is folded back into W at the end.
+    scale = float(np.mean(np.linalg.norm(student_emb[tr_idx], axis=1))) or 1.0
+    x_tr, y_tr = student_emb[tr_idx] / scale, teacher_emb[tr_idx]
+    x_val, y_val = (student_emb[val_idx] / scale, teacher_emb[val_idx]) if n_val else (x_tr, y_tr)
 
     w, b = _ridge(x_tr, y_tr, ridge)
-    ls_train = _mean_cosine(x_tr, w, b, y_tr)
-    ls_val = _mean_cosine(x_val, w, b, y_val)
-    refined_val, best_step = ls_val, 0
+    ls_train_cos = _heldout_scores(x_tr[:4096], w, b, y_tr[:4096])[0]
+    ls_cos, ls_mrr = _heldout_scores(x_val, w, b, y_val)
+    ref_cos, ref_mrr, best_step = ls_cos, ls_mrr, 0
     if refine_steps > 0:
-        w_r, b_r, refined_val, best_step = _refine(
-            x_tr, y_tr, x_val, y_val, w, b, refine_steps, lr, eval_every, progress
+        w_r, b_r, best_step = _refine(
+            x_tr,
+            y_tr,
+            x_val,
+            y_val,
+            (w, b),
+            objective=objective,
+            steps=refine_steps,
+            lr=lr,
+            temperature=temperature,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
         )
         if best_step > 0:
-            # Re-score in float64 so the comparison with LS is like for like.
-            refined_val = _mean_cosine(x_val, w_r.astype(np.float64), b_r, y_val)
-            if refined_val > ls_val:
-                w, b = w_r.astype(np.float64), b_r.astype(np.float64)
-    chosen = "cosine-refined" if refined_val > ls_val and best_step > 0 else "least-squares"
+            ref_cos, ref_mrr = _heldout_scores(x_val, w_r, b_r, y_val)
+            w, b = w_r, b_r
+    val_cos, val_mrr = (ref_cos, ref_mrr) if best_step else (ls_cos, ls_mrr)
     report = FitReport(
+        objective=objective,
         ridge=ridge,
         n_train=len(tr_idx),
         n_val=n_val,
-        ls_train_cosine=ls_train,
-        ls_val_cosine=ls_val,
-        refined_val_cosine=refined_val,
-        refine_steps_run=refine_steps,
-        best_step=best_step if chosen == "cosine-refined" else 0,
-        chosen=chosen,
-        val_cosine=max(ls_val, refined_val) if chosen == "cosine-refined" else ls_val,
+        ls_train_cosine=ls_train_cos,
+        ls_val_cosine=ls_cos,
+        ls_val_mrr=ls_mrr,
+        refined_val_cosine=ref_cos,
+        refined_val_mrr=ref_mrr,
+        refine_steps=refine_steps,
+        best_step=best_step,
+        chosen=f"{objective}-refined" if best_step else "least-squares",
+        val_cosine=val_cos,
+        val_mrr=val_mrr,
         seconds=time.perf_counter() - start,
     )
     log.info("linear map fit: %s", report)
-    return w.astype(np.float32), b.astype(np.float32), report
+    return (w / scale).astype(np.float32), np.asarray(b, dtype=np.float32), report
 
 
 def fit_linear_map(
@@ -220,24 +275,33 @@ def fit_linear_map(
     teacher_emb: np.ndarray,
     ridge: float,
     *,
+    objective: str = "cosine",
     refine_steps: int = 300,
     lr: float = 1e-3,
+    temperature: float = 0.05,
+    batch_size: int = 2048,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Student (n×d_in, unit rows) → teacher (n×d_out) map: W (d_in, d_out), b (d_out,).
+    """Student (n×d_in) → teacher (n×d_out, unit rows) map: W (d_in, d_out), b (d_out,).
 
-    Ridge least squares on a training split, then up to ``refine_steps`` full-batch Adam steps
-    on the cosine loss; whichever scores the higher mean cosine on the held-out split (a seeded
-    ``val_fraction`` of the pairs) is returned. The held-out cosine is logged; use
-    ``fit_linear_map_with_report`` to get it as a value.
+    Pass the vectors the Dense layer will receive: in Pooling → Dense → Normalize that is the
+    student's pooled output *before* its Normalize (``pooled_embedder``); with a bias, a map
+    fitted on unit vectors is not the same function on pooled ones. Ridge least squares on a
+    seeded training split, then ``refine_steps`` Adam steps on ``objective`` (see ``_refine``);
+    the refined weights are kept only if they score better on the held-out ``val_fraction``
+    (mean cosine for ``cosine``, self-retrieval MRR@10 for ``contrastive``). The held-out
+    numbers are logged; ``fit_linear_map_with_report`` returns them.
     """
     w, b, _ = fit_linear_map_with_report(
         student_emb,
         teacher_emb,
         ridge,
+        objective=objective,
         refine_steps=refine_steps,
         lr=lr,
+        temperature=temperature,
+        batch_size=batch_size,
         val_fraction=val_fraction,
         seed=seed,
     )
