@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder attention modes to measure, e.g. padded,packed",
     )
 
+    qb = bench_sub.add_parser("query", help="query path: in-process vs encoder vs gateway")
+    qb.add_argument("--model", default="builtin:query")
+    qb.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
+    qb.add_argument("--requests", type=int, default=400, help="per measured run")
+    qb.add_argument("--concurrency", default="1,8,64,256")
+    qb.add_argument("--max-seconds", type=float, default=30.0, help="per measured run")
+    qb.add_argument("--batch-wait-ms", type=float, default=0.0)
+    qb.add_argument("--out-dir", default="docs")
+
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")
     demo.add_argument("--dimensions", type=int, default=0)
@@ -205,6 +214,10 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         from aegis_serve.bench.document import main_args
 
         return main_args(ns)
+    if ns.bench == "query":
+        from aegis_serve.bench.query import main_args as query_main
+
+        return query_main(ns)
     raise SystemExit(f"unknown bench {ns.bench}")
 
 
