@@ -277,3 +277,19 @@ def test_info_health_and_reflection(pair):
     )
     names = {s.name for s in answer.list_services_response.service}
     assert {"aegis.embed.v1.EmbedService", "grpc.health.v1.Health"} <= names
+
+
+def test_overlong_input_index_is_the_callers_when_the_request_is_spread(stack, student):
+    q = stack.encoder("q", student, "query")
+    d1 = stack.encoder("d1", student, "document")
+    d2 = stack.encoder("d2", student, "document")
+    gw = stack.gateway([q], [d1, d2])
+    texts = ["short text"] * 100
+    texts[77] = "word " * 600
+    code, message = _code_and_message(
+        lambda: stub(gw).Embed(
+            embed_pb2.EmbedRequest(inputs=texts, input_type=2, truncate=1), timeout=60
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inputs[77] has 602 tokens" in message

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 FORWARDED_METADATA = ("traceparent", "tracestate", "baggage", "x-request-id")
 NO_PROMPT = "-"
 MIN_CHUNK_TEXTS = 32
+_INPUT_INDEX = re.compile(r"inputs\[(\d+)\]")
 STREAM_IN_FLIGHT = 16
 
 
@@ -223,13 +225,24 @@ class Gateway:
             )
             for i in range(0, len(plan.inputs), chunk)
         ]
-        results = await asyncio.gather(*(route.pool.encode(r, timeout, metadata) for r in requests))
-        parts = [resp for resp, _ in results]
-        offset = 0
+
+        async def call(req: encoder_pb2.EncodeRequest, offset: int) -> encoder_pb2.EncodeResponse:
+            try:
+                resp, _ = await route.pool.encode(req, timeout, metadata)
+                return resp
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or not offset:
+                    raise
+                # The encoder names indices within its chunk; callers need their own.
+                message = _INPUT_INDEX.sub(
+                    lambda m: f"inputs[{int(m.group(1)) + offset}]", exc.details() or ""
+                )
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
+
+        parts = list(await asyncio.gather(*(call(r, i * chunk) for i, r in enumerate(requests))))
         for req, part in zip(requests, parts, strict=True):
-            if part.rows != len(req.texts):
-                raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a wrong row count")
-            offset += part.rows
+            if part.rows != len(req.texts) or len(part.matrix) != 4 * part.rows * part.cols:
+                raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a malformed matrix")
         return parts
 
     # ------------------------------------------------------------ tokenize
