@@ -119,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     qb.add_argument("--max-seconds", type=float, default=30.0, help="per measured run")
     qb.add_argument("--batch-wait-ms", type=float, default=0.0)
     qb.add_argument("--out-dir", default="docs")
+    qb.add_argument("--peers", default="naive_st,infinity", help="peers to measure too ('' = none)")
+    qb.add_argument(
+        "--infinity-bin",
+        default="",
+        help="infinity_emb executable (default: /tmp/infinity-venv/bin/infinity_emb if "
+        "present, else Infinity is skipped with a note; see scripts/install_infinity.sh)",
+    )
+    qb.add_argument("--naive-workers", type=int, default=10, help="naive_st gRPC threads")
+    qb.add_argument(
+        "--split-procs", type=int, default=2, help="gateway_2proc query processes (0 = skip)"
+    )
+    qb.add_argument("--split-concurrency", type=int, default=64)
 
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")

@@ -5,6 +5,15 @@ encoder service alone (gRPC + batching), and the full path through the gateway, 
 concurrency 1 (latency) and higher (throughput). The processes run as deployed
 (separate encoder and gateway processes on 127.0.0.1); every run is bounded in requests
 and seconds.
+
+The same run measures the peers (bench/peers.py) on the same model directory, threads and
+concurrencies: `naive_st` (Sentence-Transformers, one encode per request, no batching)
+and `infinity` (infinity-emb from its own venv; skipped, with a note, when not installed),
+and `gateway_2proc`: the gateway over N query processes of threads/N each instead of one
+process with all the threads. Systems run one at a time, so none competes for the cores.
+
+Rows of docs/results/query_path.json: system is in_process | encoder | gateway |
+gateway_2proc | naive_st | infinity; `ratios` and `notes` summarize them.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from aegis_serve.bench import peers as peer_servers
 from aegis_serve.bench.driver import LoadResult, run_load
+from aegis_serve.bench.peers import NAIVE_WORKERS
 from aegis_serve.bench.report import (
     machine_description,
     markdown_table,
@@ -46,6 +57,10 @@ def query_texts(n: int) -> list[str]:
     return [base[i % len(base)] + ("" if i < len(base) else f" {i}") for i in range(n)]
 
 
+SYSTEMS = ("in_process", "encoder", "gateway", "gateway_2proc", "naive_st", "infinity")
+RATIO_CONCURRENCY = 64  # the throughput comparisons' concurrency (else the largest measured)
+
+
 @dataclass
 class QueryBenchConfig:
     """What to measure; defaults fit a 2-core machine in a few minutes."""
@@ -59,6 +74,16 @@ class QueryBenchConfig:
     out_dir: Path = Path("docs")
     command: str = ""
     progress: bool = True
+    peers: list[str] = field(default_factory=lambda: ["naive_st", "infinity"])
+    infinity_bin: str | None = None  # None: the default venv's, else skipped with a note
+    naive_workers: int = NAIVE_WORKERS
+    split_procs: int = 2  # gateway_2proc: query processes of threads/N each (0 = skip)
+    split_concurrency: int = 64
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
 
 
 def _row(system: str, concurrency: int, res: LoadResult, **extra: Any) -> dict[str, Any]:
@@ -79,13 +104,13 @@ def bench_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -
     """The floor: Embedder.embed on one query at a time, same threads as the encoder."""
     from aegis_serve.models.embedder import Embedder
 
-    emb = Embedder(model_dir, threads=cfg.threads or os.cpu_count())
+    emb = Embedder(model_dir, threads=cfg.total_threads)
     for t in texts[:20]:
         emb.embed([t])
     latencies = []
     deadline = time.monotonic() + cfg.max_seconds
     start = time.perf_counter()
-    for t in texts:
+    for t in texts[: cfg.requests]:
         t0 = time.perf_counter()
         emb.embed([t])
         latencies.append(time.perf_counter() - t0)
@@ -95,7 +120,10 @@ def bench_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -
     return _row("in_process", 1, res)
 
 
-async def _drive_encoder(cfg: QueryBenchConfig, address: str, texts: list[str]) -> list[dict]:
+async def _drive_encoder(
+    cfg: QueryBenchConfig, address: str, texts: list[str], system: str = "encoder"
+) -> list[dict]:
+    """EncoderService/Encode, one text per request (our encoder, or the naive ST peer)."""
     import grpc
 
     from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
@@ -112,27 +140,50 @@ async def _drive_encoder(cfg: QueryBenchConfig, address: str, texts: list[str]) 
                 return 1
 
             res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                 label=f"encoder c={conc}", progress=cfg.progress)  # fmt: skip
-            rows.append(_row("encoder", conc, res))
+                                 label=f"{system} c={conc}", progress=cfg.progress)  # fmt: skip
+            rows.append(_row(system, conc, res))
     return rows
 
 
-async def _drive_gateway(cfg: QueryBenchConfig, address: str, texts: list[str]) -> list[dict]:
+async def _drive_gateway(
+    cfg: QueryBenchConfig,
+    address: str,
+    texts: list[str],
+    system: str = "gateway",
+    concurrency: list[int] | None = None,
+) -> list[dict]:
     from aegis_client import AsyncEmbedClient
 
     rows = []
     async with AsyncEmbedClient(address, timeout=60) as client:
         for t in texts[:20]:
             await client.embed([t], "query")
-        for conc in cfg.concurrency:
+        for conc in concurrency or cfg.concurrency:
 
             async def call(i: int) -> int:
                 await client.embed([texts[i % len(texts)]], "query")
                 return 1
 
             res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                 label=f"gateway c={conc}", progress=cfg.progress)  # fmt: skip
-            rows.append(_row("gateway", conc, res))
+                                 label=f"{system} c={conc}", progress=cfg.progress)  # fmt: skip
+            rows.append(_row(system, conc, res))
+    return rows
+
+
+async def _drive_infinity(cfg: QueryBenchConfig, address: str, texts: list[str]) -> list[dict]:
+    rows = []
+    async with peer_servers.HttpClient(address, timeout=60) as client:
+        for t in texts[:20]:
+            await peer_servers.infinity_embed(client, [t])
+        for conc in cfg.concurrency:
+
+            async def call(i: int) -> int:
+                await peer_servers.infinity_embed(client, [texts[i % len(texts)]])
+                return 1
+
+            res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
+                                 label=f"infinity c={conc}", progress=cfg.progress)  # fmt: skip
+            rows.append(_row("infinity", conc, res))
     return rows
 
 
@@ -141,7 +192,7 @@ def bench_services(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> 
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = ["encoder", "--role", "query", "--model", str(model_dir), "--port", "0",
-            "--threads", str(cfg.threads or os.cpu_count()),
+            "--threads", str(cfg.total_threads),
             "--batch-wait-ms", str(cfg.batch_wait_ms)]  # fmt: skip
     encoder = spawn("encoder", args, env, echo=False)
     children = [encoder]
@@ -158,22 +209,102 @@ def bench_services(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> 
         stop_all(children, 5)
 
 
+def bench_split_pool(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> list[dict]:
+    """`gateway_2proc`: the gateway over `split_procs` query processes sharing the threads
+    (threads/N each) instead of one process with all of them, at `split_concurrency`."""
+    from aegis_serve.stack import spawn, stop_all, wait_ready
+
+    n = cfg.split_procs
+    per = max(1, cfg.total_threads // n)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    encoders = [
+        spawn(f"encoder{i}", ["encoder", "--role", "query", "--model", str(model_dir),
+                              "--port", "0", "--threads", str(per),
+                              "--batch-wait-ms", str(cfg.batch_wait_ms)], env, echo=False)
+        for i in range(n)
+    ]  # fmt: skip
+    children = list(encoders)
+    try:
+        wait_ready(encoders, 300)
+        targets = ",".join(e.address for e in encoders)
+        gateway = spawn("gateway", ["gateway", "--port", "0", "--query", targets,
+                                    "--document", "127.0.0.1:9"], env, echo=False)  # fmt: skip
+        children.insert(0, gateway)
+        wait_ready([gateway], 120)
+        rows = asyncio.run(_drive_gateway(cfg, gateway.address, texts, "gateway_2proc",
+                                          [cfg.split_concurrency]))  # fmt: skip
+        for row in rows:
+            row.update(processes=n, threads_per_process=per)
+        return rows
+    finally:
+        stop_all(children, 5)
+
+
+def bench_peers(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> list[dict]:
+    """naive_st and infinity, one at a time, same dir/threads/concurrencies. A peer that is
+    not installed or fails to start is skipped with a note; the rest of the run goes on."""
+    rows: list[dict] = []
+    threads = cfg.total_threads
+    if "naive_st" in cfg.peers:
+        if not peer_servers.naive_st_available():
+            cfg.notes.append("naive_st skipped: sentence-transformers is not installed")
+        else:
+            try:
+                with peer_servers.start_naive_st(model_dir, threads,
+                                                 workers=cfg.naive_workers) as peer:  # fmt: skip
+                    rows += asyncio.run(_drive_encoder(cfg, peer.address, texts, "naive_st"))
+            except RuntimeError as exc:
+                cfg.notes.append(f"naive_st failed: {str(exc).splitlines()[0]}")
+    if "infinity" in cfg.peers:
+        binary = peer_servers.find_infinity(cfg.infinity_bin)
+        if binary is None:
+            cfg.notes.append(
+                f"infinity skipped: no {peer_servers.DEFAULT_INFINITY_VENV}/bin/infinity_emb "
+                "(run scripts/install_infinity.sh or pass --infinity-bin)"
+            )
+            return rows
+        try:
+            with peer_servers.start_infinity(binary, model_dir, threads) as peer:
+                rows += asyncio.run(_drive_infinity(cfg, peer.address, texts))
+        except RuntimeError as exc:
+            cfg.notes.append(f"infinity failed: {str(exc).splitlines()[0]}")
+        cfg.notes.append(
+            f"infinity: {_infinity_version(binary)} from {binary.parent.parent}, `infinity_emb "
+            "v2 --engine torch --device cpu --no-bettertransformer`, REST /embeddings (base64)"
+        )
+    return rows
+
+
+def _infinity_version(binary: Path) -> str:
+    import subprocess
+
+    python = binary.parent / "python"
+    try:
+        out = subprocess.run(
+            [str(python), "-c", "import infinity_emb, torch; "
+             "print('infinity-emb', infinity_emb.__version__, 'torch', torch.__version__)"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "infinity-emb (version unknown)"
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    systems = sorted({r["system"] for r in rows}, key=lambda s: s != "in_process")
-    c1 = [next((r for r in rows if r["system"] == s and r["concurrency"] == 1), None)
-          for s in systems]  # fmt: skip
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
+    c1 = [_find(rows, s, 1) for s in systems]
     labels = [s for s, r in zip(systems, c1, strict=True) if r]
     vals = [r for r in c1 if r]
     x = np.arange(len(vals))
     left.bar(x - 0.2, [r["p50_ms"] for r in vals], 0.4, label="p50")
     left.bar(x + 0.2, [r["p99_ms"] for r in vals], 0.4, label="p99")
-    left.set_xticks(x, labels)
+    left.set_xticks(x, labels, rotation=15)
     left.set_ylabel("ms per query (one in flight)")
     left.set_title("single-query latency")
     left.legend()
@@ -181,6 +312,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         pts = sorted((r["concurrency"], r["queries_per_s"]) for r in rows if r["system"] == s)
         if len(pts) > 1:
             right.plot(*zip(*pts, strict=True), "o-", label=s)
+        elif pts and s != "in_process":
+            right.plot(*zip(*pts, strict=True), "D", markersize=9, label=s)
     right.set_xscale("log", base=2)
     right.set_xlabel("requests in flight")
     right.set_ylabel("queries / s")
@@ -192,36 +325,174 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _find(rows: list[dict[str, Any]], system: str, concurrency: int) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if r["system"] == system and r["concurrency"] == concurrency), None
+    )
+
+
+def _qps(rows: list[dict[str, Any]], system: str, concurrency: int) -> float | None:
+    row = _find(rows, system, concurrency)
+    return row["queries_per_s"] if row and row["requests"] else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def compute_ratios(rows: list[dict[str, Any]], cfg: QueryBenchConfig) -> dict[str, Any]:
+    """The headline comparisons (None where a side was not measured)."""
+    c = RATIO_CONCURRENCY if RATIO_CONCURRENCY in cfg.concurrency else max(cfg.concurrency)
+    floor, gw1 = _find(rows, "in_process", 1), _find(rows, "gateway", 1)
+    gw = _qps(rows, "gateway", c)
+    split_c = cfg.split_concurrency
+    return {
+        "throughput_concurrency": c,
+        "gateway_vs_infinity_qps": _div(gw, _qps(rows, "infinity", c)),
+        "gateway_vs_naive_st_qps": _div(gw, _qps(rows, "naive_st", c)),
+        "gateway_p50_minus_in_process_p50_ms": (
+            gw1["p50_ms"] - floor["p50_ms"] if gw1 and floor else None
+        ),
+        "split_concurrency": split_c,
+        "gateway_2proc_vs_gateway_qps": _div(
+            _qps(rows, "gateway_2proc", split_c), _qps(rows, "gateway", split_c)
+        ),
+    }
+
+
+def _x(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.2f}×"
+
+
+def _ratio_lines(ratios: dict[str, Any], rows: list[dict[str, Any]], threads: int) -> list[str]:
+    c, sc = ratios["throughput_concurrency"], ratios["split_concurrency"]
+    gw = _qps(rows, "gateway", c)
+    lines = []
+    for peer, target in (("infinity", 1.5), ("naive_st", 2.0)):
+        ratio, qps = ratios[f"gateway_vs_{peer}_qps"], _qps(rows, peer, c)
+        if ratio is None:
+            lines.append(f"- gateway vs {peer} at {c} in flight: not measured (target ≥ {target}×)")
+            continue
+        verdict = "meets" if ratio >= target else "misses"
+        lines.append(
+            f"- gateway vs {peer} at {c} in flight: {gw:,.1f} vs {qps:,.1f} queries/s = "
+            f"**{ratio:.2f}×** ({verdict} the ≥ {target}× target)"
+        )
+    extra = ratios["gateway_p50_minus_in_process_p50_ms"]
+    if extra is not None:
+        verdict = "meets" if extra <= 1.5 else "misses"
+        lines.append(
+            f"- gateway p50 at 1 in flight − in-process p50: **{extra:.2f} ms** "
+            f"({verdict} the ≤ 1.5 ms target)"
+        )
+    split = ratios["gateway_2proc_vs_gateway_qps"]
+    two = _find(rows, "gateway_2proc", sc)
+    if split is not None and two:
+        verdict = "no loss" if split >= 1.0 else "a loss"
+        lines.append(
+            f"- query pool split at {sc} in flight: {two['processes']} processes × "
+            f"{two['threads_per_process']} thread{'s' if two['threads_per_process'] > 1 else ''}"
+            f" {two['queries_per_s']:,.1f} queries/s vs 1 process × {threads} threads "
+            f"{_qps(rows, 'gateway', sc):,.1f} = **{split:.2f}×** ({verdict}; target: no loss)"
+        )
+    return lines
+
+
+def side_by_side(rows: list[dict[str, Any]], cfg: QueryBenchConfig) -> str:
+    """queries/s per system and concurrency, with gateway ÷ peer ratios."""
+    systems = [s for s in SYSTEMS if s != "in_process" and any(r["system"] == s for r in rows)]
+    peers = [s for s in ("naive_st", "infinity") if s in systems]
+    table = []
+    for c in cfg.concurrency:
+        row: dict[str, Any] = {"concurrency": c}
+        for s in systems:
+            qps = _qps(rows, s, c)
+            row[s] = "" if qps is None else qps
+        for p in peers:
+            ratio = _div(_qps(rows, "gateway", c), _qps(rows, p, c))
+            row[f"vs_{p}"] = "" if ratio is None else f"{ratio:.2f}×"
+        table.append(row)
+    columns = [("concurrency", "in flight")] + [(s, f"{s} q/s") for s in systems]
+    columns += [(f"vs_{p}", f"gateway ÷ {p}") for p in peers]
+    return markdown_table(table, columns)
+
+
 def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, model: str) -> str:
     floor = next(r for r in rows if r["system"] == "in_process")
+    ratios = compute_ratios(rows, cfg)
     lines = ["## Query path", "", f"- command: `{cfg.command}`",
-             f"- machine: {machine}; date: {today()}; model: {model}"]  # fmt: skip
+             f"- machine: {machine}; date: {today()}; model: {model}; "
+             f"threads: {cfg.total_threads} per system (all systems on the same cores, "
+             "one system at a time)"]  # fmt: skip
     for system in ("encoder", "gateway"):
-        r = next((r for r in rows if r["system"] == system and r["concurrency"] == 1), None)
+        r = _find(rows, system, 1)
         if r:
             extra = r["p50_ms"] - floor["p50_ms"]
+            sign = "+" if extra >= 0 else "−"
             lines.append(
                 f"- {system} p50 at concurrency 1: {r['p50_ms']:.2f} ms = in-process "
-                f"{floor['p50_ms']:.2f} ms + {extra:.2f} ms"
+                f"{floor['p50_ms']:.2f} ms {sign} {abs(extra):.2f} ms"
             )
-    lines += ["", markdown_table(rows, [
-        ("system", "system"), ("concurrency", "in flight"), ("requests", "requests"),
-        ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
-        ("queries_per_s", "queries/s"), ("errors", "errors"),
-    ]), "", "![query path](results/query_path.png)", ""]  # fmt: skip
+    lines += _ratio_lines(ratios, rows, cfg.total_threads)
+    lines += [f"- note: {n}" for n in cfg.notes]
+    lines += [
+        "- peers: `naive_st` = `SentenceTransformer(dir).encode([text])` per request behind a "
+        f"sync gRPC server ({cfg.naive_workers} worker threads, one encode at a time, no "
+        "batching), same EncoderService/Encode proto and grpc.aio client as `encoder`; "
+        "`infinity` = infinity-emb's REST server with its own dynamic batching, driven by an "
+        "asyncio HTTP/1.1 keep-alive client; `gateway_2proc` = the gateway over "
+        f"{cfg.split_procs} query processes with threads/{cfg.split_procs} each "
+        "(bench/peers.py, bench/query.py)",
+        "",
+        "Throughput side by side (queries/s; ratio = gateway ÷ peer at the same concurrency):",
+        "",
+        side_by_side(rows, cfg),
+        "",
+        markdown_table(rows, [
+            ("system", "system"), ("concurrency", "in flight"), ("requests", "requests"),
+            ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
+            ("queries_per_s", "queries/s"), ("errors", "errors"),
+        ]),
+        "",
+        "![query path](results/query_path.png)",
+        "",
+    ]  # fmt: skip
     return "\n".join(lines)
+
+
+def _model_note(model_dir: Path) -> str:
+    """Which modules every system loads from the one directory (and prompts Infinity skips)."""
+    import json
+
+    modules = json.loads((model_dir / "modules.json").read_text())
+    kinds = " → ".join(m["type"].rsplit(".", 1)[-1] for m in modules)
+    note = f"every system loads {model_dir} ({kinds})"
+    st_config = model_dir / "config_sentence_transformers.json"
+    prompts = json.loads(st_config.read_text()).get("prompts") if st_config.exists() else None
+    if prompts:
+        note += f"; prompts {sorted(prompts)} are not applied by infinity"
+    return note
 
 
 def run_query_bench(cfg: QueryBenchConfig) -> dict[str, Any]:
     from aegis_serve.models.resolve import resolve_model
 
+    unknown = set(cfg.peers) - {"naive_st", "infinity"}
+    if unknown:
+        raise ValueError(f"unknown peers {sorted(unknown)}; choose from naive_st, infinity")
     model_dir = resolve_model(cfg.model)
+    cfg.notes = [_model_note(model_dir)]
     texts = query_texts(max(cfg.requests, 200))
     rows = [bench_in_process(cfg, model_dir, texts)]
     rows += bench_services(cfg, model_dir, texts)
+    if cfg.split_procs > 1:
+        rows += bench_split_pool(cfg, model_dir, texts)
+    rows += bench_peers(cfg, model_dir, texts)
     machine = machine_description()
     payload = {"machine": machine, "date": today(), "command": cfg.command,
-               "model": model_dir.name, "rows": rows}  # fmt: skip
+               "model": model_dir.name, "model_dir": str(model_dir),
+               "threads": cfg.total_threads, "rows": rows,
+               "ratios": compute_ratios(rows, cfg), "notes": list(cfg.notes)}  # fmt: skip
     results = cfg.out_dir / "results"
     write_json(results / "query_path.json", payload)
     plot(rows, results / "query_path.png")
@@ -236,7 +507,14 @@ def main_args(ns: Any) -> int:
         concurrency=[int(c) for c in ns.concurrency.split(",")], max_seconds=ns.max_seconds,
         batch_wait_ms=ns.batch_wait_ms, out_dir=Path(ns.out_dir),
         command="aegis-serve " + " ".join(sys.argv[1:]),
+        peers=[p for p in ns.peers.split(",") if p], infinity_bin=ns.infinity_bin or None,
+        naive_workers=ns.naive_workers, split_procs=ns.split_procs,
+        split_concurrency=ns.split_concurrency,
     )  # fmt: skip
-    for row in run_query_bench(cfg)["rows"]:
+    payload = run_query_bench(cfg)
+    for row in payload["rows"]:
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()})
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in payload["ratios"].items()})
+    for note in payload["notes"]:
+        print("note:", note)
     return 0

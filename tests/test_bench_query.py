@@ -1,0 +1,172 @@
+"""`aegis-serve bench query` end to end with tiny settings (CPU, the student), its peers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aegis_serve.bench import peers
+from aegis_serve.bench.query import QueryBenchConfig, run_query_bench
+
+pytest.importorskip("sentence_transformers")
+
+ROW_KEYS = {"system", "concurrency", "requests", "p50_ms", "p95_ms", "p99_ms", "queries_per_s"}
+
+
+def _children() -> list[int]:
+    """Processes (zombies included) whose parent is this test process."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+def _mentioning(needle: str) -> list[int]:
+    """Processes whose command line mentions `needle` (catches orphaned grandchildren)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if needle in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def model_link(tmp_path: Path, student_dir: Path) -> Path:
+    """The student under a path unique to this test, so leftover servers are findable."""
+    link = tmp_path / "student-model"
+    link.symlink_to(student_dir, target_is_directory=True)
+    return link
+
+
+def test_naive_st_server_returns_the_models_vectors(model_link, student):
+    import grpc
+
+    from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+
+    texts = ["what is photosynthesis", "history of jazz music", "tcp congestion for beginners"]
+    with peers.start_naive_st(model_link, threads=1, workers=4) as server:
+
+        async def encode(text: str) -> np.ndarray:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+                resp = await stub.Encode(encoder_pb2.EncodeRequest(texts=[text]), timeout=60)
+            return np.frombuffer(resp.matrix, dtype="<f4").reshape(resp.rows, resp.cols)
+
+        got = np.concatenate([asyncio.run(encode(t)) for t in texts])
+    assert server.proc.returncode is not None
+    want = student.embed(texts)
+    assert got.shape == want.shape
+    cos = np.sum(got * want, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= 0.9999, cos
+
+
+def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
+    """The Infinity driver's client, against a stdlib stand-in for POST /embeddings."""
+    seen: list[dict] = []
+    connections: set[int] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # stdlib handler naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            connections.add(id(self.connection))
+            data = [
+                {"index": i, "embedding": base64.b64encode(
+                    np.full(4, len(t), dtype="<f4").tobytes()).decode()}
+                for i, t in enumerate(body["input"])
+            ]  # fmt: skip
+            out = json.dumps({"data": data[::-1]}).encode()  # out of order on purpose
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def run() -> list[np.ndarray]:
+            async with peers.HttpClient(f"127.0.0.1:{server.server_port}") as client:
+                outs = [await peers.infinity_embed(client, ["ab", "abcd"]) for _ in range(5)]
+                outs += await asyncio.gather(
+                    *(peers.infinity_embed(client, ["x" * i]) for i in range(1, 4))
+                )
+                return outs
+
+        outs = asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert outs[0].tolist() == [[2.0] * 4, [4.0] * 4]
+    assert [o[0, 0] for o in outs[5:]] == [1.0, 2.0, 3.0]
+    assert seen[0] == {"model": peers.INFINITY_MODEL_NAME, "input": ["ab", "abcd"],
+                       "encoding_format": "base64"}  # fmt: skip
+    assert len(connections) <= 3  # sequential calls reused one connection
+
+
+def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everything(
+    tmp_path, model_link, monkeypatch
+):
+    monkeypatch.setattr(peers, "DEFAULT_INFINITY_VENV", tmp_path / "no-infinity-venv")
+    before = set(_children())
+    cfg = QueryBenchConfig(
+        model=str(model_link), threads=1, requests=20, concurrency=[1, 4], max_seconds=10,
+        out_dir=tmp_path / "docs", command="test", progress=False,
+        peers=["naive_st", "infinity"], naive_workers=4, split_procs=2, split_concurrency=4,
+    )  # fmt: skip
+    payload = run_query_bench(cfg)
+
+    data = json.loads((tmp_path / "docs/results/query_path.json").read_text())
+    assert data == json.loads(json.dumps(payload))
+    assert {"machine", "date", "command", "rows", "ratios", "notes"} <= set(data)
+    rows = data["rows"]
+    assert all(set(r) >= ROW_KEYS for r in rows)
+    assert all(r["errors"] == 0 and r["requests"] > 0 and r["queries_per_s"] > 0 for r in rows)
+    systems = {(r["system"], r["concurrency"]) for r in rows}
+    assert systems == {("in_process", 1), ("gateway_2proc", 4)} | {
+        (s, c) for s in ("encoder", "gateway", "naive_st") for c in (1, 4)
+    }
+    split = next(r for r in rows if r["system"] == "gateway_2proc")
+    assert split["processes"] == 2 and split["threads_per_process"] == 1
+    ratios = data["ratios"]
+    assert ratios["throughput_concurrency"] == 4 and ratios["gateway_vs_infinity_qps"] is None
+    assert ratios["gateway_vs_naive_st_qps"] > 0 and ratios["gateway_2proc_vs_gateway_qps"] > 0
+    assert isinstance(ratios["gateway_p50_minus_in_process_p50_ms"], float)
+    assert any(n.startswith("infinity skipped") for n in data["notes"])
+
+    md = (tmp_path / "docs/benchmarks.md").read_text()
+    assert md.count("<!-- section:query_path -->") == 1 and "## Query path" in md
+    assert "gateway vs naive_st at 4 in flight" in md and "gateway ÷ naive_st" in md
+    assert "gateway vs infinity at 4 in flight: not measured" in md
+    assert "infinity skipped" in md and "query pool split at 4 in flight" in md
+    assert (tmp_path / "docs/results/query_path.png").stat().st_size > 10_000
+
+    assert set(_children()) - before == set()
+    assert _mentioning(str(tmp_path)) == []
