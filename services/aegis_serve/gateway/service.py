@@ -65,6 +65,7 @@ class Gateway:
         self.query = query
         self.document = document
         self.problem = "pools not probed yet"
+        self.space_mismatch = False
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
 
     @property
@@ -79,10 +80,10 @@ class Gateway:
                 if r.info is not None and r.info.role != pool.role:
                     r.healthy = False
                     r.problem = f"declares role {r.info.role!r}, configured in the {pool.role} pool"
-        self.problem = self.space_problem()
+        self.space_mismatch, self.problem = self.space_problem()
 
-    def space_problem(self) -> str:
-        """'' when every reachable replica declares one space; otherwise why not."""
+    def space_problem(self) -> tuple[bool, str]:
+        """(spaces differ, why not serving); ('', False) when one space is reachable."""
         declared: dict[tuple[str, int], list[str]] = {}
         for pool in self.pools:
             for r in pool.healthy:
@@ -91,13 +92,13 @@ class Gateway:
                 declared.setdefault(key, []).append(f"{pool.role}@{r.target}")
         if len(declared) <= 1:
             if not self.document.healthy and not self.query.healthy:
-                return "no encoder replica is reachable"
-            return ""
+                return False, "no encoder replica is reachable"
+            return False, ""
         parts = "; ".join(
             f"{space!r} ({dims} dims) declared by {', '.join(who)}"
             for (space, dims), who in sorted(declared.items())
         )
-        return (
+        return True, (
             f"encoder pools declare different vector spaces: {parts}. Refusing to serve: "
             "query and document vectors would not be comparable"
         )
@@ -107,7 +108,7 @@ class Gateway:
         return not self.problem
 
     def route(self, role: str) -> Route:
-        if self.problem and "different vector spaces" in self.problem:
+        if self.space_mismatch:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, self.problem)
         if role == "document":
             return Route(self.document, "", False)
