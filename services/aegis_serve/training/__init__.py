@@ -1,0 +1,35 @@
+"""Training the query student into the document teacher's space (LEAF-style distillation).
+
+Only argument definitions live here, so ``aegis-serve --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# The least-squares Dense map (models/align.py): the distilled student's Dense starts from it.
+LS_DENSE = Path(__file__).resolve().parents[1] / "assets" / "aligned-student" / "dense.safetensors"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``aegis-serve distill`` (shared by ``python -m aegis_serve.training.distill``)."""
+    p.add_argument("--teacher", default="builtin:document", help="teacher dir or builtin:document")
+    p.add_argument("--student", required=True, help="student ST dir (e.g. the MiniLM package dir)")
+    p.add_argument("--corpus", default="wordnet", help="text file (one per line) or 'wordnet'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sentences", type=int, default=20000, help="corpus size cap (0 = all)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-fraction", type=float, default=0.06)
+    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--mse-weight", type=float, default=1.0)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dense-init", default=str(LS_DENSE), help="Dense init weights ('' = random)")
+    p.add_argument("--model-id", default=None)
+    p.add_argument("--cache", default=None, help="teacher embedding cache dir")
+    p.add_argument("--no-progress", action="store_true")

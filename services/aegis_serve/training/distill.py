@@ -1,0 +1,599 @@
+"""LEAF-style distillation: train the whole query student to write into the teacher's space.
+
+The asymmetric split only works if student query vectors are comparable with teacher document
+vectors, so the student (transformer, pooling, a Dense to the teacher's width) is trained to
+reproduce the teacher's *normalized* embeddings of a text corpus, at every Matryoshka prefix of
+the teacher's space at once, so truncated student vectors stay aligned too:
+
+    loss = Σ_d (1 - cos(s[:, :d], t[:, :d])) + λ · MSE(normalize(s), normalize(t))
+
+Teacher embeddings are computed once and cached as ``.npy`` shards plus a manifest, so an
+interrupted run resumes where it stopped and reruns with other hyper-parameters cost nothing.
+The output is a Sentence-Transformers directory (fp16 transformer weights, fp32 Dense) that
+the encoder service loads unchanged and that declares the teacher's ``space_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import save_file
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from aegis_serve.models.embedder import Embedder
+from aegis_serve.models.packaged import cache_dir
+from aegis_serve.models.st_dir import CALIBRATION_FILE, SPACE_MANIFEST, read_st_config
+from aegis_serve.training import LS_DENSE
+
+__all__ = [
+    "DistillConfig",
+    "cache_teacher_embeddings",
+    "distill",
+    "load_corpus",
+    "main",
+    "matryoshka_loss",
+]
+
+log = logging.getLogger(__name__)
+
+# WordNet retrieval sets the report may use (n_docs, n_queries); all are held out of training.
+WORDNET_EVAL_SIZES = ((10000, 2000), (4000, 1000))
+IDENTITY = "torch.nn.modules.linear.Identity"
+_MODULE_TYPE = "sentence_transformers.models.{}"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
+)
+
+
+# ------------------------------------------------------------------------------ corpus
+def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Texts from a file (one per line) or a package corpus: ``wordnet`` (eval synsets held out).
+
+    ``wordnet`` is ``distillation_sentences`` minus every synset of the default WordNet
+    retrieval set, so the report's dataset is never the distillation corpus.
+    """
+    if spec == "wordnet":
+        from aegis_serve.data.wordnet import distillation_sentences, retrieval_synset_ids
+
+        held_out: set[str] = set()
+        for n_docs, n_queries in WORDNET_EVAL_SIZES:
+            held_out |= retrieval_synset_ids(n_docs, n_queries)
+        return distillation_sentences(limit, seed=seed, exclude_offsets=held_out)
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"corpus {spec!r} is neither 'wordnet' nor a text file")
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    texts = [t for t in texts if t]
+    return texts if limit is None else texts[:limit]
+
+
+# ------------------------------------------------------------------------------ teacher cache
+def _texts_sha(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """Identity of a model's weights: resolved weight files with sizes and mtimes.
+
+    Resolved, so a directory that only links to another model's files (a calibrated variant)
+    shares its embedding caches.
+    """
+    root = Path(model_dir)
+    parts = []
+    for f in sorted(root.rglob("*.safetensors")):
+        real = f.resolve()
+        st = real.stat()
+        parts.append(f"{f.relative_to(root)}:{real}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def embedding_cache_path(model: Embedder, texts: Sequence[str], prompt_name: str | None) -> Path:
+    """Where ``cache_teacher_embeddings`` keeps one model's vectors of one list of texts."""
+    key = f"{_model_fingerprint(model.cfg.root)}-{_texts_sha(texts)[:16]}-{prompt_name or 'none'}"
+    return cache_dir() / "embeddings" / f"{model.space.model_id}-{key}"
+
+
+def cache_teacher_embeddings(
+    teacher: Embedder,
+    texts: Sequence[str],
+    cache: Path,
+    *,
+    prompt_name: str | None = None,
+    shard_size: int = 2048,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """Teacher vectors of ``texts`` as (n, dim) float32, embedded once into resumable shards.
+
+    ``manifest.json`` pins the texts (sha256), the teacher and the prompt; a shard file exists
+    only once complete (written to a temp name, then renamed), so a killed run redoes at most
+    one shard. A manifest that does not match starts the cache over.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "texts_sha256": _texts_sha(texts),
+        "n": len(texts),
+        "teacher": _model_fingerprint(teacher.cfg.root),
+        "teacher_space": teacher.space.space_id,
+        "prompt_name": prompt_name,
+        "shard_size": shard_size,
+        "dim": teacher.dim,
+    }
+    mpath = cache / "manifest.json"
+    if mpath.is_file() and json.loads(mpath.read_text()) != manifest:
+        log.warning("teacher cache %s belongs to other texts/teacher; starting over", cache)
+        for old in cache.glob("shard_*.npy"):
+            old.unlink()
+    mpath.write_text(json.dumps(manifest, indent=1))
+    n_shards = math.ceil(len(texts) / shard_size)
+    shards = [cache / f"shard_{i:05d}.npy" for i in range(n_shards)]
+    done = sum(
+        min(shard_size, len(texts) - i * shard_size) for i, s in enumerate(shards) if s.is_file()
+    )
+    with tqdm(
+        total=len(texts), initial=done, desc="teacher embeddings", unit="text", disable=not progress
+    ) as bar:
+        for i, shard in enumerate(shards):
+            if shard.is_file():
+                continue
+            chunk = texts[i * shard_size : (i + 1) * shard_size]
+            emb = teacher.embed(chunk, prompt_name=prompt_name, batch_size=batch_size)
+            tmp = shard.with_name(f".{shard.name}.tmp.npy")
+            np.save(tmp, emb.astype(np.float32))
+            os.replace(tmp, shard)
+            bar.update(len(chunk))
+    return np.concatenate([np.load(s) for s in shards]) if shards else np.zeros((0, teacher.dim))
+
+
+# ------------------------------------------------------------------------------ model
+class StudentModel(torch.nn.Module):
+    """Trainable Transformer → Pooling → Dense of a student directory (normalization in loss)."""
+
+    def __init__(self, embedder: Embedder, out_dim: int, dense_init: Path | None) -> None:
+        super().__init__()
+        self.emb = embedder
+        self.transformer = embedder.model
+        hidden = int(embedder.hf_config.hidden_size)
+        if embedder.dense:
+            if len(embedder.dense) != 1 or embedder.dense[0][1] != "identity":
+                raise ValueError("only a student with one identity Dense (or none) is supported")
+            self.dense: torch.nn.Linear | None = embedder.dense[0][0]
+        elif hidden != out_dim:
+            self.dense = torch.nn.Linear(hidden, out_dim)
+            if dense_init is not None and dense_init.is_file():
+                state = {
+                    k.removeprefix("linear."): v for k, v in load_file(str(dense_init)).items()
+                }
+                if tuple(state["weight"].shape) == (out_dim, hidden):
+                    self.dense.load_state_dict(state)
+                    log.info("Dense initialised from %s", dense_init)
+                else:
+                    log.info(
+                        "%s has shape %s; Dense starts random", dense_init, state["weight"].shape
+                    )
+        else:
+            self.dense = None
+        self.out_dim = out_dim if self.dense is not None else hidden
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.transformer(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        pooled = self.emb._pool(hidden.float(), batch["pool_mask"], batch["attention_mask"])
+        return self.dense(pooled) if self.dense is not None else pooled
+
+
+def matryoshka_loss(
+    student: torch.Tensor, teacher: torch.Tensor, dims: Sequence[int], mse_weight: float
+) -> tuple[torch.Tensor, dict[int, float]]:
+    """Σ over Matryoshka dims of 1 - cos of the prefixes, plus λ·MSE of the unit vectors.
+
+    The teacher rows may be unit vectors of the full width; each prefix is compared by cosine,
+    which renormalizes both sides exactly as the gateway does when it truncates.
+    """
+    total = student.new_zeros(())
+    per_dim: dict[int, float] = {}
+    for d in dims:
+        cos = F.cosine_similarity(student[:, :d], teacher[:, :d], dim=1).mean()
+        total = total + (1.0 - cos)
+        per_dim[d] = float(cos.detach())
+    if mse_weight:
+        total = total + mse_weight * F.mse_loss(
+            F.normalize(student, dim=1), F.normalize(teacher, dim=1)
+        )
+    return total, per_dim
+
+
+# ------------------------------------------------------------------------------ config / run
+@dataclass
+class DistillConfig:
+    """Everything that determines a distillation run (written into the output's log)."""
+
+    teacher: str
+    student: str
+    corpus: str
+    out: str
+    sentences: int | None = 20000
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup_fraction: float = 0.06
+    weight_decay: float = 0.01
+    max_seq_len: int = 64
+    mse_weight: float = 1.0
+    val_fraction: float = 0.02
+    eval_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    teacher_batch_size: int = 128
+    dense_init: str | None = str(LS_DENSE)
+    model_id: str | None = None
+    calibration: bool = True
+    cache: str | None = None
+    progress: bool = True
+    dims: list[int] = field(default_factory=list)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _batch(emb: Embedder, texts: Sequence[str], prompt: str, max_len: int) -> dict[str, Any]:
+    """Padded training batch; ids beyond ``max_len`` are cut, keeping the closing token."""
+    items = emb.tokenize(texts, prompt)
+    cut = []
+    for it in items:
+        if len(it.ids) > max_len:
+            it = type(it)(
+                ids=it.ids[: max_len - 1] + it.ids[-1:],
+                prompt_tokens=min(it.prompt_tokens, max_len - 2),
+                original_tokens=it.original_tokens,
+                truncated=True,
+            )
+        cut.append(it)
+    batch = emb._collate_padded(cut)
+    return {k: v.to(emb.device) for k, v in batch.items()}
+
+
+def _lr_lambda(total: int, warmup: int) -> Any:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _plot(log_rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in log_rows if r["kind"] == "train"]
+    val = [r for r in log_rows if r["kind"] == "val"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=0.8)
+    if val:
+        ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("Σ_d (1 - cos) + λ·MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("student → teacher distillation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_student_dir(
+    model: StudentModel,
+    student_dir: Path,
+    out: Path,
+    space: dict[str, Any],
+    prompts: dict[str, str],
+) -> Path:
+    """ST directory: fp16 transformer at the root, Pooling copied, fp32 Dense, Normalize.
+
+    Same layout as ``align.write_aligned_student`` (modules 0..3, teacher prompts, space
+    manifest), but every file is a real copy so the directory can be committed or shipped.
+    """
+    base = read_st_config(student_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    half = copy.deepcopy(model.transformer).to(torch.float16)
+    half.save_pretrained(str(out), safe_serialization=True)
+    for name in _TOKENIZER_FILES:
+        src = base.transformer_dir / name
+        if src.is_file():
+            shutil.copyfile(src, out / name)
+    sbert = student_dir / "sentence_bert_config.json"
+    if sbert.is_file():
+        shutil.copyfile(sbert, out / "sentence_bert_config.json")
+    modules = json.loads((student_dir / "modules.json").read_text())
+    pooling_rel = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+    shutil.copytree(student_dir / pooling_rel, out / "1_Pooling", dirs_exist_ok=True)
+    kinds = [("Transformer", ""), ("Pooling", "1_Pooling")]
+    if model.dense is not None:
+        dense = out / "2_Dense"
+        dense.mkdir(exist_ok=True)
+        lin = model.dense
+        _write_json(
+            dense / "config.json",
+            {
+                "in_features": lin.in_features,
+                "out_features": lin.out_features,
+                "bias": lin.bias is not None,
+                "activation_function": IDENTITY,
+            },
+        )
+        tensors = {"linear.weight": lin.weight.detach().float().cpu().numpy()}
+        if lin.bias is not None:
+            tensors["linear.bias"] = lin.bias.detach().float().cpu().numpy()
+        save_file(tensors, str(dense / "model.safetensors"))
+        kinds.append(("Dense", "2_Dense"))
+    norm = out / f"{len(kinds)}_Normalize"
+    norm.mkdir(exist_ok=True)
+    kinds.append(("Normalize", norm.name))
+    _write_json(
+        out / "modules.json",
+        [
+            {"idx": i, "name": str(i), "path": p, "type": _MODULE_TYPE.format(k)}
+            for i, (k, p) in enumerate(kinds)
+        ],
+    )
+    _write_json(
+        out / "config_sentence_transformers.json",
+        {"prompts": dict(prompts), "default_prompt_name": None, "similarity_fn_name": "cosine"},
+    )
+    _write_json(out / SPACE_MANIFEST, {**space, "dimensions": model.out_dim})
+    return out
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Run one distillation; returns the summary also written to ``training_summary.json``."""
+    from aegis_serve.models.resolve import resolve_model
+
+    started = time.perf_counter()
+    _seed_everything(cfg.seed)
+    device = _device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    teacher_path = resolve_model(cfg.teacher, progress=cfg.progress)
+    student_path = resolve_model(cfg.student, progress=cfg.progress)
+    out = Path(cfg.out)
+    texts = load_corpus(cfg.corpus, cfg.sentences, cfg.seed)
+    if len(texts) < 4:
+        raise ValueError(f"corpus {cfg.corpus!r} gives only {len(texts)} texts")
+
+    teacher = Embedder(teacher_path, device=device, dtype="float32")
+    prompt_name = "query" if "query" in teacher.prompts else None
+    prompts = dict(teacher.prompts)
+    dims = [int(d) for d in (cfg.dims or teacher.space.matryoshka_dims)]
+    space = {
+        "space_id": teacher.space.space_id,
+        "model_id": cfg.model_id or f"{Path(student_path).resolve().name}-distilled",
+        "matryoshka_dims": list(teacher.space.matryoshka_dims),
+    }
+    cache = Path(cfg.cache) if cfg.cache else embedding_cache_path(teacher, texts, prompt_name)
+    t0 = time.perf_counter()
+    t_emb = cache_teacher_embeddings(
+        teacher,
+        texts,
+        cache,
+        prompt_name=prompt_name,
+        batch_size=cfg.teacher_batch_size,
+        progress=cfg.progress,
+    )
+    teacher_seconds = time.perf_counter() - t0
+    del teacher
+
+    student_emb = Embedder(student_path, device=device, dtype="float32")
+    student_prompt = prompts.get(prompt_name, "") if prompt_name else ""
+    model = StudentModel(
+        student_emb, t_emb.shape[1], Path(cfg.dense_init) if cfg.dense_init else None
+    ).to(device)
+    if model.out_dim != t_emb.shape[1]:
+        raise ValueError(f"student outputs {model.out_dim} dims, teacher {t_emb.shape[1]}")
+
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(texts))
+    n_val = min(max(1, round(len(texts) * cfg.val_fraction)), 1024) if cfg.val_fraction else 0
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    target = torch.from_numpy(t_emb).float()
+
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total_steps, round(total_steps * cfg.warmup_fraction))
+    )
+
+    def evaluate() -> tuple[float, dict[int, float]]:
+        model.eval()
+        losses, cos_sum, n = 0.0, dict.fromkeys(dims, 0.0), 0
+        with torch.no_grad():
+            for s in range(0, n_val, 128):
+                idx = val_idx[s : s + 128]
+                pred = model(
+                    _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
+                )
+                loss, per = matryoshka_loss(pred, target[idx].to(device), dims, cfg.mse_weight)
+                losses += float(loss) * len(idx)
+                for d in dims:
+                    cos_sum[d] += per[d] * len(idx)
+                n += len(idx)
+        model.train()
+        return losses / max(1, n), {d: c / max(1, n) for d, c in cos_sum.items()}
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "training_log.jsonl"
+    rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    log_path.write_text("")
+    val0, cos0 = evaluate() if n_val else (float("nan"), {})
+    record({"kind": "val", "step": 0, "loss": val0, "cos": {str(d): c for d, c in cos0.items()}})
+    model.train()
+    t_train = time.perf_counter()
+    step = 0
+    bar = tqdm(total=total_steps, desc="distilling", unit="step", disable=not cfg.progress)
+    gen = np.random.default_rng(cfg.seed + 1)
+    while step < total_steps:
+        perm = train_idx[gen.permutation(len(train_idx))]
+        for s in range(0, len(perm), cfg.batch_size):
+            if step >= total_steps:
+                break
+            idx = perm[s : s + cfg.batch_size]
+            batch = _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
+            pred = model(batch)
+            loss, per = matryoshka_loss(pred, target[idx].to(device), dims, cfg.mse_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            record(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": float(loss.detach()),
+                    "lr": sched.get_last_lr()[0],
+                    "cos": {str(d): round(c, 5) for d, c in per.items()},
+                    "elapsed_s": round(time.perf_counter() - t_train, 2),
+                }
+            )
+            if n_val and (step % cfg.eval_every == 0 or step == total_steps):
+                vl, vc = evaluate()
+                record(
+                    {
+                        "kind": "val",
+                        "step": step,
+                        "loss": vl,
+                        "cos": {str(d): c for d, c in vc.items()},
+                    }
+                )
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", val=f"{vl:.4f}")
+    bar.close()
+    train_seconds = time.perf_counter() - t_train
+    model.eval()
+    write_student_dir(model, student_path, out, space, prompts)
+    calib_info: dict[str, Any] = {}
+    if cfg.calibration:
+        from aegis_serve.evaluation.retrieval import compute_calibration
+
+        cal = compute_calibration(t_emb, space["matryoshka_dims"])
+        _write_json(out / CALIBRATION_FILE, cal)
+        calib_info = {"source": "teacher embeddings of the distillation corpus", "n": len(t_emb)}
+    _plot(rows, out / "loss.png")
+    val_rows = [r for r in rows if r["kind"] == "val"]
+    summary = {
+        "config": asdict(cfg),
+        "teacher_dir": str(teacher_path),
+        "student_dir": str(student_path),
+        "space": space,
+        "texts": len(texts),
+        "train_texts": len(train_idx),
+        "val_texts": int(n_val),
+        "steps": step,
+        "device": device,
+        "teacher_embed_s": round(teacher_seconds, 1),
+        "train_s": round(train_seconds, 1),
+        "total_s": round(time.perf_counter() - started, 1),
+        "val_loss_first": val_rows[0]["loss"] if val_rows else None,
+        "val_loss_last": val_rows[-1]["loss"] if val_rows else None,
+        "val_cos_last": val_rows[-1]["cos"] if val_rows else None,
+        "calibration": calib_info,
+        "command": "aegis-serve " + " ".join(sys.argv[1:]),
+    }
+    _write_json(out / "training_summary.json", summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------ command
+def config_from_args(ns: argparse.Namespace) -> DistillConfig:
+    """The run config from parsed flags."""
+    return DistillConfig(
+        teacher=ns.teacher,
+        student=ns.student,
+        corpus=ns.corpus,
+        out=ns.out,
+        sentences=ns.sentences or None,
+        epochs=ns.epochs,
+        batch_size=ns.batch_size,
+        lr=ns.lr,
+        warmup_fraction=ns.warmup_fraction,
+        max_seq_len=ns.max_seq_len,
+        mse_weight=ns.mse_weight,
+        eval_every=ns.eval_every,
+        seed=ns.seed,
+        device=ns.device,
+        threads=ns.threads,
+        dense_init=ns.dense_init or None,
+        model_id=ns.model_id,
+        cache=ns.cache,
+        progress=not ns.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aegis_serve.training.distill``: the same flags as ``aegis-serve distill``."""
+    from aegis_serve.training import add_arguments
+
+    p = argparse.ArgumentParser(prog="python -m aegis_serve.training.distill", description=__doc__)
+    add_arguments(p)
+    summary = distill(config_from_args(p.parse_args(argv)))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
