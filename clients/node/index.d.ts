@@ -9,9 +9,11 @@ export type Vector = Float32Array | Int8Array | Uint8Array;
 
 export type EncodingVector<E extends EncodingName> = E extends 'float32' | 'float16'
   ? Float32Array
-  : E extends 'int8' | 'binary'
+  : E extends 'int8'
     ? Int8Array
-    : Uint8Array;
+    : E extends 'binary'
+      ? Int8Array | Uint8Array // packed bits (Int8Array), or 0/1 per dimension with unpackBits
+      : Uint8Array;
 
 export interface EmbedClientOptions {
   /** Use TLS (system roots unless rootCerts is given). Default false (plaintext). */
