@@ -84,7 +84,10 @@ def tiny_pair(tmp_path: Path, student_dir: Path) -> tuple[Path, Path, Path]:
     return teacher, student, corpus
 
 
-def test_distill_reduces_loss_and_writes_a_loadable_student(tmp_path, tiny_pair) -> None:
+@pytest.mark.parametrize("contrastive_weight", [0.0, 0.5])
+def test_distill_reduces_loss_and_writes_a_loadable_student(
+    tmp_path, tiny_pair, contrastive_weight
+) -> None:
     teacher, student, corpus = tiny_pair
     out = tmp_path / "out"
     cfg = DistillConfig(
@@ -100,6 +103,9 @@ def test_distill_reduces_loss_and_writes_a_loadable_student(tmp_path, tiny_pair)
         eval_every=10,
         device="cpu",
         dense_init=None,
+        contrastive_weight=contrastive_weight,
+        negatives=16,
+        head_lr_multiplier=2.0,
         cache=str(tmp_path / "cache"),
         progress=False,
     )

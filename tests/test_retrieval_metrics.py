@@ -78,3 +78,46 @@ def test_calibration_ranges_are_per_matryoshka_dim() -> None:
     err_cal = np.abs(score_vectors(emb, 32, "int8", ranges) - unit).mean()
     err_fixed = np.abs(score_vectors(emb, 32, "int8", None) - unit).mean()
     assert err_cal < err_fixed
+
+
+def test_report_json_and_markdown_carry_the_same_rows(tmp_path) -> None:
+    import json
+
+    from aegis_serve.evaluation.report import write_report
+
+    rows = []
+    for qm, dm in (("teacher", "teacher"), ("student", "teacher"), ("student", "student")):
+        for dims in (768, 256):
+            for enc in ("float32", "int8", "binary"):
+                score = {"teacher": 0.6, "student": 0.585}[qm] * (1 if dm == "teacher" else 0.9)
+                rows.append(
+                    {
+                        "query_model": qm,
+                        "document_model": dm,
+                        "dimensions": dims,
+                        "encoding": enc,
+                        "ndcg_at_10": score,
+                        "recall_at_10": 0.7,
+                        "mrr_at_10": 0.5,
+                        "teacher_agreement_at_10": 1.0,
+                    }
+                )
+    result = {
+        "dataset": {"name": "toy", "n_docs": 10, "n_queries": 2},
+        "models": {
+            "teacher": {"model_id": "t", "space_id": "s/768"},
+            "student": {"model_id": "q", "space_id": "s/768"},
+        },
+        "calibration": {"source": "x", "dims": [768, 256]},
+        "rows": rows,
+        "int8_fixed_range": [],
+        "baselines": [],
+    }
+    md, js = tmp_path / "alignment.md", tmp_path / "results" / "alignment.json"
+    write_report(result, "aegis-serve eval", md, js)
+    payload = json.loads(js.read_text())
+    assert payload["command"] == "aegis-serve eval" and payload["rows"] == rows
+    met = {t["target"]: t["met"] for t in payload["targets"]}
+    assert met["full dim, float32"] is True  # 0.585 / 0.6 = 97.5 %
+    assert (tmp_path / "alignment.png").stat().st_size > 0
+    assert "| student → teacher | 256 | int8 |" in md.read_text()

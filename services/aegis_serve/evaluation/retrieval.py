@@ -146,6 +146,13 @@ def score_vectors(
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
+def _fidelity(vectors: np.ndarray, dequantized: np.ndarray, dims: int) -> float:
+    """Mean cosine between float vectors and their int8 read-back: what calibration buys."""
+    v = truncate_and_renormalize(vectors, dims)
+    q = truncate_and_renormalize(dequantized, dims)
+    return float(np.mean(np.sum(v * q, axis=1)))
+
+
 def evaluate_pair(
     queries: np.ndarray,
     docs: np.ndarray,
@@ -291,11 +298,11 @@ def run_eval(
                     }
                 )
                 if enc == "int8" and ranges is not None:
-                    m_fixed, _ = evaluate_pair(
-                        score_vectors(qv, dim, enc, None),
-                        score_vectors(dv, dim, enc, None),
-                        relevant,
-                    )
+                    fixed_d = score_vectors(dv, dim, enc, None)
+                    m_fixed, _ = evaluate_pair(score_vectors(qv, dim, enc, None), fixed_d, relevant)
+                    m_fixed["doc_cosine_fixed"] = _fidelity(dv, fixed_d, dim)
+                    calib_d = score_vectors(dv, dim, enc, ranges)
+                    m_fixed["doc_cosine_calibrated"] = _fidelity(dv, calib_d, dim)
                     uncalibrated.append(
                         {"query_model": qm, "document_model": dm, "dimensions": dim, **m_fixed}
                     )

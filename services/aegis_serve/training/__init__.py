@@ -25,6 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", type=float, default=0.06)
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--mse-weight", type=float, default=1.0)
+    p.add_argument(
+        "--contrastive-weight",
+        type=float,
+        default=0.0,
+        help="in-batch InfoNCE against teacher vectors, per Matryoshka dim (0 = pure LEAF)",
+    )
+    p.add_argument("--negatives", type=int, default=1024, help="extra cached teacher negatives")
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--head-lr-multiplier", type=float, default=1.0, help="Dense lr = lr × this")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
@@ -33,3 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-id", default=None)
     p.add_argument("--cache", default=None, help="teacher embedding cache dir")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--max-train-seconds", type=float, default=None, help="stop training after this long"
+    )

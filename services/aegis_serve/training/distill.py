@@ -209,19 +209,37 @@ class StudentModel(torch.nn.Module):
 
 
 def matryoshka_loss(
-    student: torch.Tensor, teacher: torch.Tensor, dims: Sequence[int], mse_weight: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    dims: Sequence[int],
+    mse_weight: float,
+    contrastive_weight: float = 0.0,
+    negatives: torch.Tensor | None = None,
+    temperature: float = 0.05,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     """Σ over Matryoshka dims of 1 - cos of the prefixes, plus λ·MSE of the unit vectors.
 
     The teacher rows may be unit vectors of the full width; each prefix is compared by cosine,
-    which renormalizes both sides exactly as the gateway does when it truncates.
+    which renormalizes both sides exactly as the gateway does when it truncates. With
+    ``contrastive_weight``, each prefix also gets an InfoNCE term: the student vector must
+    score its own teacher vector above the teacher vectors of the rest of the batch and of
+    ``negatives`` (more teacher rows, free because they are cached). Cosine alone on a small
+    corpus mostly matches the direction all teacher vectors share and loses the differences
+    that rank documents (docs/alignment.md measures it); the ranking term keeps them.
     """
     total = student.new_zeros(())
     per_dim: dict[int, float] = {}
+    pool = teacher if negatives is None else torch.cat([teacher, negatives])
+    labels = torch.arange(len(student), device=student.device)
     for d in dims:
-        cos = F.cosine_similarity(student[:, :d], teacher[:, :d], dim=1).mean()
+        s_d = F.normalize(student[:, :d], dim=1)
+        t_d = F.normalize(teacher[:, :d], dim=1)
+        cos = (s_d * t_d).sum(dim=1).mean()
         total = total + (1.0 - cos)
         per_dim[d] = float(cos.detach())
+        if contrastive_weight:
+            logits = s_d @ F.normalize(pool[:, :d], dim=1).T / temperature
+            total = total + contrastive_weight * F.cross_entropy(logits, labels)
     if mse_weight:
         total = total + mse_weight * F.mse_loss(
             F.normalize(student, dim=1), F.normalize(teacher, dim=1)
@@ -246,6 +264,10 @@ class DistillConfig:
     weight_decay: float = 0.01
     max_seq_len: int = 64
     mse_weight: float = 1.0
+    contrastive_weight: float = 0.0
+    negatives: int = 1024
+    temperature: float = 0.05
+    head_lr_multiplier: float = 1.0
     val_fraction: float = 0.02
     eval_every: int = 50
     seed: int = 0
@@ -255,6 +277,7 @@ class DistillConfig:
     dense_init: str | None = str(LS_DENSE)
     model_id: str | None = None
     calibration: bool = True
+    max_train_seconds: float | None = None
     cache: str | None = None
     progress: bool = True
     dims: list[int] = field(default_factory=list)
@@ -291,8 +314,11 @@ def _batch(emb: Embedder, texts: Sequence[str], prompt: str, max_len: int) -> di
     return {k: v.to(emb.device) for k, v in batch.items()}
 
 
-def _lr_lambda(total: int, warmup: int) -> Any:
+def _lr_lambda(plan: dict[str, int]) -> Any:
+    """Linear warmup then linear decay to 0 at ``plan["total"]`` (which a time budget may cut)."""
+
     def f(step: int) -> float:
+        total, warmup = plan["total"], plan["warmup"]
         if step < warmup:
             return (step + 1) / max(1, warmup)
         return max(0.0, (total - step) / max(1, total - warmup))
@@ -445,10 +471,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(total_steps, round(total_steps * cfg.warmup_fraction))
-    )
+    head = list(model.dense.parameters()) if model.dense is not None else []
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    groups = [{"params": body, "lr": cfg.lr}]
+    if head:
+        groups.append({"params": head, "lr": cfg.lr * cfg.head_lr_multiplier})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plan = {"total": total_steps, "warmup": round(total_steps * cfg.warmup_fraction)}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(plan))
 
     def evaluate() -> tuple[float, dict[int, float]]:
         model.eval()
@@ -459,7 +490,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 pred = model(
                     _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
                 )
-                loss, per = matryoshka_loss(pred, target[idx].to(device), dims, cfg.mse_weight)
+                loss, per = matryoshka_loss(
+                    pred,
+                    target[idx].to(device),
+                    dims,
+                    cfg.mse_weight,
+                    cfg.contrastive_weight,
+                    None,
+                    cfg.temperature,
+                )
                 losses += float(loss) * len(idx)
                 for d in dims:
                     cos_sum[d] += per[d] * len(idx)
@@ -489,10 +528,30 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         for s in range(0, len(perm), cfg.batch_size):
             if step >= total_steps:
                 break
+            if cfg.max_train_seconds and step == 10:
+                # Fit the schedule to the time budget, so the learning rate still decays to 0.
+                per_step = (time.perf_counter() - t_train) / step
+                fits = int(cfg.max_train_seconds / per_step)
+                if fits < total_steps:
+                    log.warning("time budget: %d of %d steps", fits, total_steps)
+                    total_steps = plan["total"] = max(fits, step + 1)
             idx = perm[s : s + cfg.batch_size]
             batch = _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
             pred = model(batch)
-            loss, per = matryoshka_loss(pred, target[idx].to(device), dims, cfg.mse_weight)
+            negatives = None
+            if cfg.contrastive_weight and cfg.negatives:
+                extra = gen.integers(0, len(train_idx), size=min(cfg.negatives, len(train_idx)))
+                extra = train_idx[extra]
+                negatives = target[extra[~np.isin(extra, idx)]].to(device)
+            loss, per = matryoshka_loss(
+                pred,
+                target[idx].to(device),
+                dims,
+                cfg.mse_weight,
+                cfg.contrastive_weight,
+                negatives,
+                cfg.temperature,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -581,6 +640,11 @@ def config_from_args(ns: argparse.Namespace) -> DistillConfig:
         model_id=ns.model_id,
         cache=ns.cache,
         progress=not ns.no_progress,
+        max_train_seconds=ns.max_train_seconds,
+        contrastive_weight=ns.contrastive_weight,
+        negatives=ns.negatives,
+        temperature=ns.temperature,
+        head_lr_multiplier=ns.head_lr_multiplier,
     )
 
 
