@@ -10,7 +10,9 @@ The same run measures the peers (bench/peers.py) on the same model directory, th
 concurrencies: `naive_st` (Sentence-Transformers, one encode per request, no batching)
 and `infinity` (infinity-emb from its own venv; skipped, with a note, when not installed),
 and `gateway_2proc`: the gateway over N query processes of threads/N each instead of one
-process with all the threads. Systems run one at a time, so none competes for the cores.
+process with all the threads. All servers are started first; then, for each concurrency,
+each system is loaded in turn while the others sit idle (interleaved, so a shared
+machine's changing background load is spread over all systems rather than one).
 
 Rows of docs/results/query_path.json: system is in_process | encoder | gateway |
 gateway_2proc | naive_st | infinity; `ratios` and `notes` summarize them.
@@ -19,9 +21,11 @@ gateway_2proc | naive_st | infinity; `ratios` and `notes` summarize them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +104,17 @@ def _row(system: str, concurrency: int, res: LoadResult, **extra: Any) -> dict[s
     }
 
 
-def bench_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> dict[str, Any]:
-    """The floor: Embedder.embed on one query at a time, same threads as the encoder."""
+def _load_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> Any:
     from aegis_serve.models.embedder import Embedder
 
     emb = Embedder(model_dir, threads=cfg.total_threads)
     for t in texts[:20]:
         emb.embed([t])
+    return emb
+
+
+def bench_in_process(cfg: QueryBenchConfig, emb: Any, texts: list[str]) -> dict[str, Any]:
+    """The floor: Embedder.embed on one query at a time, same threads as the encoder."""
     latencies = []
     deadline = time.monotonic() + cfg.max_seconds
     start = time.perf_counter()
@@ -120,141 +128,132 @@ def bench_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -
     return _row("in_process", 1, res)
 
 
-async def _drive_encoder(
-    cfg: QueryBenchConfig, address: str, texts: list[str], system: str = "encoder"
-) -> list[dict]:
-    """EncoderService/Encode, one text per request (our encoder, or the naive ST peer)."""
-    import grpc
+@dataclass
+class Target:
+    """A started system: how to call it, at which concurrencies, what to add to its rows."""
 
-    from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+    system: str
+    protocol: str  # "encoder" (EncoderService/Encode), "gateway" (Embed), "infinity" (REST)
+    address: str
+    concurrency: list[int] | None = None  # None: cfg.concurrency
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    rows = []
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-        for t in texts[:20]:
-            await stub.Encode(encoder_pb2.EncodeRequest(texts=[t]))
-        for conc in cfg.concurrency:
+
+@contextlib.asynccontextmanager
+async def _caller(target: Target, texts: list[str]) -> AsyncIterator[Callable[[int], Any]]:
+    """A warmed-up `call(i)` for run_load: one query per request, over the target's protocol."""
+    if target.protocol == "encoder":
+        import grpc
+
+        from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+
+        async with grpc.aio.insecure_channel(target.address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
 
             async def call(i: int) -> int:
                 await stub.Encode(encoder_pb2.EncodeRequest(texts=[texts[i % len(texts)]]))
                 return 1
 
-            res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                 label=f"{system} c={conc}", progress=cfg.progress)  # fmt: skip
-            rows.append(_row(system, conc, res))
-    return rows
+            yield await _warm(call)
+    elif target.protocol == "gateway":
+        from aegis_client import AsyncEmbedClient
 
-
-async def _drive_gateway(
-    cfg: QueryBenchConfig,
-    address: str,
-    texts: list[str],
-    system: str = "gateway",
-    concurrency: list[int] | None = None,
-) -> list[dict]:
-    from aegis_client import AsyncEmbedClient
-
-    rows = []
-    async with AsyncEmbedClient(address, timeout=60) as client:
-        for t in texts[:20]:
-            await client.embed([t], "query")
-        for conc in concurrency or cfg.concurrency:
+        async with AsyncEmbedClient(target.address, timeout=60) as client:
 
             async def call(i: int) -> int:
                 await client.embed([texts[i % len(texts)]], "query")
                 return 1
 
-            res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                 label=f"{system} c={conc}", progress=cfg.progress)  # fmt: skip
-            rows.append(_row(system, conc, res))
-    return rows
-
-
-async def _drive_infinity(cfg: QueryBenchConfig, address: str, texts: list[str]) -> list[dict]:
-    rows = []
-    async with peer_servers.HttpClient(address, timeout=60) as client:
-        for t in texts[:20]:
-            await peer_servers.infinity_embed(client, [t])
-        for conc in cfg.concurrency:
+            yield await _warm(call)
+    elif target.protocol == "infinity":
+        async with peer_servers.HttpClient(target.address, timeout=60) as http:
 
             async def call(i: int) -> int:
-                await peer_servers.infinity_embed(client, [texts[i % len(texts)]])
+                await peer_servers.infinity_embed(http, [texts[i % len(texts)]])
                 return 1
 
-            res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                 label=f"infinity c={conc}", progress=cfg.progress)  # fmt: skip
-            rows.append(_row("infinity", conc, res))
-    return rows
+            yield await _warm(call)
+    else:
+        raise ValueError(f"unknown protocol {target.protocol!r}")
 
 
-def bench_services(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> list[dict]:
+async def _warm(call: Callable[[int], Any]) -> Callable[[int], Any]:
+    for i in range(20):
+        await call(i)
+    return call
+
+
+async def measure(
+    cfg: QueryBenchConfig, targets: list[Target], emb: Any, texts: list[str]
+) -> list[dict[str, Any]]:
+    """Interleaved: for each concurrency, every system in turn (one loaded at a time, the
+    others idle), so slow drift in a shared machine's background load hits all alike."""
+    rows: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        calls = [await stack.enter_async_context(_caller(t, texts)) for t in targets]
+        for conc in cfg.concurrency:
+            if conc == 1 and emb is not None:
+                rows.append(bench_in_process(cfg, emb, texts))
+            for target, call in zip(targets, calls, strict=True):
+                if conc not in (target.concurrency or cfg.concurrency):
+                    continue
+                res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
+                                     label=f"{target.system} c={conc}",
+                                     progress=cfg.progress)  # fmt: skip
+                rows.append(_row(target.system, conc, res, **target.extra))
+    if emb is not None and 1 not in cfg.concurrency:
+        rows.append(bench_in_process(cfg, emb, texts))
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    return sorted(rows, key=lambda r: (order.get(r["system"], len(order)), r["concurrency"]))
+
+
+def start_systems(
+    cfg: QueryBenchConfig, model_dir: Path, stack: contextlib.ExitStack
+) -> list[Target]:
+    """Start every server (torn down by `stack`): encoder + gateway, the split pool behind
+    its own gateway, and the peers. A peer that is not installed or fails to start is
+    skipped with a note; the rest of the run goes on."""
     from aegis_serve.stack import spawn, stop_all, wait_ready
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    args = ["encoder", "--role", "query", "--model", str(model_dir), "--port", "0",
-            "--threads", str(cfg.total_threads),
-            "--batch-wait-ms", str(cfg.batch_wait_ms)]  # fmt: skip
-    encoder = spawn("encoder", args, env, echo=False)
-    children = [encoder]
-    try:
-        wait_ready([encoder], 300)
-        gateway = spawn("gateway", ["gateway", "--port", "0", "--query", encoder.address,
-                                    "--document", "127.0.0.1:9"], env, echo=False)  # fmt: skip
-        children.insert(0, gateway)
-        wait_ready([gateway], 120)
-        rows = asyncio.run(_drive_encoder(cfg, encoder.address, texts))
-        rows += asyncio.run(_drive_gateway(cfg, gateway.address, texts))
-        return rows
-    finally:
-        stop_all(children, 5)
 
-
-def bench_split_pool(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> list[dict]:
-    """`gateway_2proc`: the gateway over `split_procs` query processes sharing the threads
-    (threads/N each) instead of one process with all of them, at `split_concurrency`."""
-    from aegis_serve.stack import spawn, stop_all, wait_ready
-
-    n = cfg.split_procs
-    per = max(1, cfg.total_threads // n)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    encoders = [
-        spawn(f"encoder{i}", ["encoder", "--role", "query", "--model", str(model_dir),
-                              "--port", "0", "--threads", str(per),
-                              "--batch-wait-ms", str(cfg.batch_wait_ms)], env, echo=False)
-        for i in range(n)
-    ]  # fmt: skip
-    children = list(encoders)
-    try:
+    def pool(threads: int, n: int) -> tuple[list[str], str]:
+        encoders = [
+            spawn(f"encoder{i}", ["encoder", "--role", "query", "--model", str(model_dir),
+                                  "--port", "0", "--threads", str(threads),
+                                  "--batch-wait-ms", str(cfg.batch_wait_ms)], env, echo=False)
+            for i in range(n)
+        ]  # fmt: skip
+        children = list(encoders)
+        stack.callback(stop_all, children, 5)  # gateway first (inserted at 0), then the pool
         wait_ready(encoders, 300)
-        targets = ",".join(e.address for e in encoders)
-        gateway = spawn("gateway", ["gateway", "--port", "0", "--query", targets,
+        addresses = [e.address for e in encoders]
+        gateway = spawn("gateway", ["gateway", "--port", "0", "--query", ",".join(addresses),
                                     "--document", "127.0.0.1:9"], env, echo=False)  # fmt: skip
         children.insert(0, gateway)
         wait_ready([gateway], 120)
-        rows = asyncio.run(_drive_gateway(cfg, gateway.address, texts, "gateway_2proc",
-                                          [cfg.split_concurrency]))  # fmt: skip
-        for row in rows:
-            row.update(processes=n, threads_per_process=per)
-        return rows
-    finally:
-        stop_all(children, 5)
+        return addresses, gateway.address
 
-
-def bench_peers(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> list[dict]:
-    """naive_st and infinity, one at a time, same dir/threads/concurrencies. A peer that is
-    not installed or fails to start is skipped with a note; the rest of the run goes on."""
-    rows: list[dict] = []
     threads = cfg.total_threads
+    (encoder,), gateway = pool(threads, 1)
+    targets = [Target("encoder", "encoder", encoder), Target("gateway", "gateway", gateway)]
+    if cfg.split_procs > 1:
+        per = max(1, threads // cfg.split_procs)
+        _, split_gateway = pool(per, cfg.split_procs)
+        extra = {"processes": cfg.split_procs, "threads_per_process": per}
+        targets.append(
+            Target("gateway_2proc", "gateway", split_gateway, [cfg.split_concurrency], extra)
+        )
     if "naive_st" in cfg.peers:
         if not peer_servers.naive_st_available():
             cfg.notes.append("naive_st skipped: sentence-transformers is not installed")
         else:
             try:
-                with peer_servers.start_naive_st(model_dir, threads,
-                                                 workers=cfg.naive_workers) as peer:  # fmt: skip
-                    rows += asyncio.run(_drive_encoder(cfg, peer.address, texts, "naive_st"))
+                peer = peer_servers.start_naive_st(model_dir, threads, workers=cfg.naive_workers)
+                stack.callback(peer.stop)
+                targets.append(Target("naive_st", "encoder", peer.address))
             except RuntimeError as exc:
-                cfg.notes.append(f"naive_st failed: {str(exc).splitlines()[0]}")
+                cfg.notes.append(f"naive_st failed to start: {str(exc).splitlines()[0]}")
     if "infinity" in cfg.peers:
         binary = peer_servers.find_infinity(cfg.infinity_bin)
         if binary is None:
@@ -262,17 +261,19 @@ def bench_peers(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> lis
                 f"infinity skipped: no {peer_servers.DEFAULT_INFINITY_VENV}/bin/infinity_emb "
                 "(run scripts/install_infinity.sh or pass --infinity-bin)"
             )
-            return rows
-        try:
-            with peer_servers.start_infinity(binary, model_dir, threads) as peer:
-                rows += asyncio.run(_drive_infinity(cfg, peer.address, texts))
-        except RuntimeError as exc:
-            cfg.notes.append(f"infinity failed: {str(exc).splitlines()[0]}")
-        cfg.notes.append(
-            f"infinity: {_infinity_version(binary)} from {binary.parent.parent}, `infinity_emb "
-            "v2 --engine torch --device cpu --no-bettertransformer`, REST /embeddings (base64)"
-        )
-    return rows
+        else:
+            cfg.notes.append(
+                f"infinity: {_infinity_version(binary)} from {binary.parent.parent}, "
+                "`infinity_emb v2 --engine torch --device cpu --no-bettertransformer`, "
+                "REST /embeddings (base64)"
+            )
+            try:
+                peer = peer_servers.start_infinity(binary, model_dir, threads)
+                stack.callback(peer.stop)
+                targets.append(Target("infinity", "infinity", peer.address))
+            except RuntimeError as exc:
+                cfg.notes.append(f"infinity failed to start: {str(exc).splitlines()[0]}")
+    return targets
 
 
 def _infinity_version(binary: Path) -> str:
@@ -422,8 +423,8 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
     ratios = compute_ratios(rows, cfg)
     lines = ["## Query path", "", f"- command: `{cfg.command}`",
              f"- machine: {machine}; date: {today()}; model: {model}; "
-             f"threads: {cfg.total_threads} per system (all systems on the same cores, "
-             "one system at a time)"]  # fmt: skip
+             f"threads: {cfg.total_threads} per system (all systems on the same cores; for "
+             "each concurrency the systems are loaded in turn, the others idle)"]  # fmt: skip
     for system in ("encoder", "gateway"):
         r = _find(rows, system, 1)
         if r:
@@ -483,11 +484,10 @@ def run_query_bench(cfg: QueryBenchConfig) -> dict[str, Any]:
     model_dir = resolve_model(cfg.model)
     cfg.notes = [_model_note(model_dir)]
     texts = query_texts(max(cfg.requests, 200))
-    rows = [bench_in_process(cfg, model_dir, texts)]
-    rows += bench_services(cfg, model_dir, texts)
-    if cfg.split_procs > 1:
-        rows += bench_split_pool(cfg, model_dir, texts)
-    rows += bench_peers(cfg, model_dir, texts)
+    emb = _load_in_process(cfg, model_dir, texts)
+    with contextlib.ExitStack() as stack:
+        targets = start_systems(cfg, model_dir, stack)
+        rows = asyncio.run(measure(cfg, targets, emb, texts))
     machine = machine_description()
     payload = {"machine": machine, "date": today(), "command": cfg.command,
                "model": model_dir.name, "model_dir": str(model_dir),
