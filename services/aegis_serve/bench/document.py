@@ -292,13 +292,13 @@ def run_raw_hf(
     st = read_st_config(model_dir)
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
     tok = AutoTokenizer.from_pretrained(str(st.transformer_dir))
-    model = (
-        AutoModel.from_pretrained(
+    try:  # SDPA where the architecture has it (as the encoder does), else its default
+        model = AutoModel.from_pretrained(
             str(st.transformer_dir), dtype=DTYPES[dtype], attn_implementation="sdpa"
         )
-        .to(cfg.device)
-        .eval()
-    )
+    except ValueError:
+        model = AutoModel.from_pretrained(str(st.transformer_dir), dtype=DTYPES[dtype])
+    model = model.to(cfg.device).eval()
     layer_list = model.layers if hasattr(model, "layers") else model.encoder.layer
     owner = model if hasattr(model, "layers") else model.encoder
     attr = "layers" if hasattr(model, "layers") else "layer"
