@@ -115,6 +115,22 @@ def test_student_queries_rank_their_teacher_document_first(live_stack):
     assert ranks == [0] * len(PAIRS), list(zip(queries, ranks, strict=True))
 
 
+def served_ranges(proc: ServiceProcess, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8/uint8 ranges the space ships for `dims` (document pool's GetInfo), else -1..+1."""
+    from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+
+    line = next(ln for ln in proc.lines if "READY encoder role=document" in ln)
+    address = line.split("address=")[1].split()[0]
+    with grpc.insecure_channel(address) as channel:
+        info = encoder_pb2_grpc.EncoderServiceStub(channel).GetInfo(
+            encoder_pb2.GetInfoRequest(), timeout=10
+        )
+    for cal in info.calibration:
+        if cal.dimensions == dims:
+            return np.asarray(cal.minimum), np.asarray(cal.maximum)
+    return np.full(dims, -1.0), np.full(dims, 1.0)
+
+
 @pytest.mark.parametrize("dims", [768, 256, 64])
 def test_dims_and_encodings_decode_to_the_numpy_reference(live_stack, dims):
     _, address = live_stack
@@ -131,8 +147,9 @@ def test_dims_and_encodings_decode_to_the_numpy_reference(live_stack, dims):
         ).embeddings
     np.testing.assert_allclose(got["float32"], ref, atol=1e-5)
     np.testing.assert_allclose(got["float16"].astype(np.float32), ref, atol=1e-3)
-    steps = 2.0 / 255
-    expected_u8 = np.clip(np.floor((ref + 1.0) / steps), 0, 255).astype(np.uint8)
+    lo, hi = served_ranges(live_stack[0], dims)
+    steps = (hi - lo) / 255
+    expected_u8 = np.clip(np.floor((ref - lo) / steps), 0, 255).astype(np.uint8)
     assert np.abs(got["uint8"].astype(int) - expected_u8.astype(int)).max() <= 1
     assert np.abs(got["int8"].astype(int) - (expected_u8.astype(int) - 128)).max() <= 1
     np.testing.assert_array_equal(got["ubinary"], np.packbits(ref > 0, axis=1))
