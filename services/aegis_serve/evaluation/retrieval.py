@@ -190,7 +190,7 @@ def load_dataset(name: str) -> tuple[list[str], list[str], list[int], dict[str, 
             "n_docs": n_docs,
             "n_queries": n_queries,
             "seed": 0,
-            "held_out": "its synsets are excluded from the 'wordnet' distillation corpus",
+            "held_out": "Its synsets are excluded from the wordnet distillation corpus",
         }
         return q, d, rel, desc
     path = Path(name)

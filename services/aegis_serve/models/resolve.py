@@ -1,14 +1,16 @@
 """Model specs on the command line: a directory path, or a built-in default.
 
 `builtin:document` is the teacher (all-mpnet-base-v2, extracted from its packages once);
-`builtin:query` is the small student distilled into the teacher's space, a committed
-Sentence-Transformers directory (``assets/distilled-student``, fp16 weights, reproduced by
-the command in its README). Without that artifact it falls back to the student plus the
-least-squares Dense map (``models/align.py``), assembled once in the cache.
+`builtin:query` is the small student aligned into the teacher's space: a committed distilled
+Sentence-Transformers directory (``assets/distilled-student``, fp16 weights) when this
+checkout has one, else the student plus the least-squares Dense map (``models/align.py``),
+assembled once in the cache. docs/alignment.md measures both; the one that retrieves better
+against teacher documents is the one shipped.
 
-The space's int8 calibration ranges ship with the distilled student (``calibration.json``);
-the teacher gets the same file through a cached directory of links, so the document pool,
-whose ranges the gateway prefers, serves them too. Encoders only ever see paths.
+The space's int8 calibration ranges (``assets/space-calibration/calibration.json``, per-dim
+min/max of teacher vectors of the distillation corpus) reach the teacher through a cached
+directory of links, so the document pool, whose ranges the gateway prefers, serves them.
+Encoders only ever see paths.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import shutil
 from pathlib import Path
 
 BUILTINS = ("builtin:query", "builtin:document")
-DISTILLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "distilled-student"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DISTILLED_DIR = ASSETS / "distilled-student"
+SPACE_CALIBRATION = ASSETS / "space-calibration" / "calibration.json"
 _CALIBRATION = "calibration.json"
 
 
@@ -33,12 +37,11 @@ def distilled_student_dir() -> Path | None:
 
 
 def _space_calibration(teacher: Path) -> Path | None:
-    """The distilled student's calibration.json when it was computed in ``teacher``'s space."""
-    student = distilled_student_dir()
-    if student is None or not (student / _CALIBRATION).is_file():
+    """The committed calibration file when it was computed in ``teacher``'s space."""
+    if not SPACE_CALIBRATION.is_file():
         return None
-    space = json.loads((student / "aegis_space.json").read_text()).get("space_id", "")
-    return student / _CALIBRATION if space.startswith(f"{teacher.resolve().name}/") else None
+    space = json.loads(SPACE_CALIBRATION.read_text()).get("space_id", "")
+    return SPACE_CALIBRATION if space.startswith(f"{teacher.resolve().name}/") else None
 
 
 def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:

@@ -528,13 +528,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         for s in range(0, len(perm), cfg.batch_size):
             if step >= total_steps:
                 break
-            if cfg.max_train_seconds and step == 10:
-                # Fit the schedule to the time budget, so the learning rate still decays to 0.
-                per_step = (time.perf_counter() - t_train) / step
-                fits = int(cfg.max_train_seconds / per_step)
+            if cfg.max_train_seconds and step >= 10 and step % 10 == 0:
+                # Fit the schedule to the time budget (rechecked, the CPU may be shared), so
+                # the learning rate still decays to 0 when the budget runs out.
+                elapsed = time.perf_counter() - t_train
+                fits = step + int((cfg.max_train_seconds - elapsed) / (elapsed / step))
                 if fits < total_steps:
                     log.warning("time budget: %d of %d steps", fits, total_steps)
                     total_steps = plan["total"] = max(fits, step + 1)
+                    bar.total = total_steps
             idx = perm[s : s + cfg.batch_size]
             batch = _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
             pred = model(batch)
@@ -589,7 +591,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     if cfg.calibration:
         from aegis_serve.evaluation.retrieval import compute_calibration
 
-        cal = compute_calibration(t_emb, space["matryoshka_dims"])
+        dims_all = space["matryoshka_dims"]
+        cal = {"space_id": space["space_id"], **compute_calibration(t_emb, dims_all)}
         _write_json(out / CALIBRATION_FILE, cal)
         calib_info = {"source": "teacher embeddings of the distillation corpus", "n": len(t_emb)}
     _plot(rows, out / "loss.png")
