@@ -86,6 +86,7 @@ def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 0.3  # closes idle keep-alive connections, like uvicorn (after 5 s)
 
         def do_POST(self):  # stdlib handler naming
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -117,6 +118,9 @@ def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
                 outs += await asyncio.gather(
                     *(peers.infinity_embed(client, ["x" * i]) for i in range(1, 4))
                 )
+                client.IDLE_REUSE_S = 60.0  # reuse what the server has closed meanwhile
+                await asyncio.sleep(0.6)
+                outs.append(await peers.infinity_embed(client, ["abc"]))
                 return outs
 
         outs = asyncio.run(run())
@@ -125,10 +129,10 @@ def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
         server.server_close()
         thread.join(5)
     assert outs[0].tolist() == [[2.0] * 4, [4.0] * 4]
-    assert [o[0, 0] for o in outs[5:]] == [1.0, 2.0, 3.0]
+    assert [o[0, 0] for o in outs[5:]] == [1.0, 2.0, 3.0, 3.0]
     assert seen[0] == {"model": peers.INFINITY_MODEL_NAME, "input": ["ab", "abcd"],
                        "encoding_format": "base64"}  # fmt: skip
-    assert len(connections) <= 3  # sequential calls reused one connection
+    assert len(connections) <= 4  # sequential calls reused one connection
 
 
 def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everything(

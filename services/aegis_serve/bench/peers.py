@@ -246,33 +246,54 @@ def start_infinity(
 
 class HttpClient:
     """Minimal asyncio HTTP/1.1 keep-alive client: POST JSON, read a Content-Length or chunked
-    body. Idle connections are reused LIFO, so there is about one per request in flight."""
+    body. Idle connections are reused LIFO, so there is about one per request in flight.
+
+    Like other keep-alive clients it does not reuse a connection idle for longer than the
+    server likely keeps it (uvicorn closes after 5 s), and retries once on a fresh one when
+    a reused connection turns out closed before any response byte came back.
+    """
+
+    IDLE_REUSE_S = 4.0
 
     def __init__(self, address: str, timeout: float = 60.0) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port, self.timeout = host, int(port), timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._open: set[asyncio.StreamWriter] = set()
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if time.monotonic() - since < self.IDLE_REUSE_S and not reader.at_eof():
+                return reader, writer, True
+            self._close(writer)
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._open.add(writer)
+        return reader, writer, False
 
     async def post_json(self, path: str, payload: object) -> object:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        head = (
+        request = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self._open.add(writer)
-        try:
-            writer.write(head.encode() + body)
-            status, data, keep = await asyncio.wait_for(self._response(reader), self.timeout)
-        except BaseException:
-            self._close(writer)
-            raise
+        ).encode() + body
+        while True:
+            reader, writer, reused = await self._connection()
+            try:
+                writer.write(request)
+                status, data, keep = await asyncio.wait_for(self._response(reader), self.timeout)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self._close(writer)
+                started = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+                if reused and not started:
+                    continue  # the server had closed it while idle: once more, fresh
+                raise
+            except BaseException:
+                self._close(writer)
+                raise
+            break
         if keep:
-            self._idle.append((reader, writer))
+            self._idle.append((reader, writer, time.monotonic()))
         else:
             self._close(writer)
         if status != 200:
