@@ -144,19 +144,24 @@ def _embed_result(response: embed_pb2.EmbedResponse, unpack_bits: bool) -> Embed
 
 
 class _ClientBase:
-    """Configuration shared by the sync and async clients (credentials, metadata, deadline)."""
+    """Configuration shared by the sync and async clients (credentials, metadata, deadline).
+
+    Subclasses name the grpc module that makes their channels (``grpc`` or ``grpc.aio``).
+    """
+
+    _channels: Any = grpc
 
     def __init__(
         self,
-        target: str,
+        target: str = DEFAULT_TARGET,
         *,
-        timeout: float | None,
-        tls: bool,
-        root_certificates: bytes | None,
-        private_key: bytes | None,
-        certificate_chain: bytes | None,
-        token: str | None,
-        options: list | None,
+        timeout: float | None = 30.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        token: str | None = None,
+        options: list | None = None,
     ) -> None:
         if not tls and (root_certificates or private_key or certificate_chain):
             raise ValueError("certificates were given but tls=False; pass tls=True to use them")
@@ -183,6 +188,13 @@ class _ClientBase:
         user_options = list(options or [])
         user_keys = {key for key, _ in user_options}
         self._options = [o for o in _DEFAULT_OPTIONS if o[0] not in user_keys] + user_options
+        if self._credentials is not None:
+            self._channel = self._channels.secure_channel(
+                target, self._credentials, options=self._options
+            )
+        else:
+            self._channel = self._channels.insecure_channel(target, options=self._options)
+        self._stub = embed_pb2_grpc.EmbedServiceStub(self._channel)
 
     def _deadline(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
@@ -193,34 +205,6 @@ class EmbedClient(_ClientBase):
 
     Use as a context manager or call :meth:`close` to release the channel.
     """
-
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = 30.0,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        token: str | None = None,
-        options: list | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            token=token,
-            options=options,
-        )
-        if self._credentials is not None:
-            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=self._options)
-        self._stub = embed_pb2_grpc.EmbedServiceStub(self._channel)
 
     @property
     def channel(self) -> grpc.Channel:
@@ -297,35 +281,7 @@ class AsyncEmbedClient(_ClientBase):
     :meth:`close`.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = 30.0,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        token: str | None = None,
-        options: list | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            token=token,
-            options=options,
-        )
-        if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(
-                target, self._credentials, options=self._options
-            )
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=self._options)
-        self._stub = embed_pb2_grpc.EmbedServiceStub(self._channel)
+    _channels = grpc.aio
 
     @property
     def channel(self) -> grpc.aio.Channel:
