@@ -7,7 +7,13 @@ import contextlib
 import logging
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
-from aegis_serve.common.server import ServerHandle, serve_until_signal, start_server
+from aegis_serve.common.server import (
+    NOT_SERVING,
+    SERVING,
+    ServerHandle,
+    serve_until_signal,
+    start_server,
+)
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.service import EmbedServicer, Gateway
 from aegis_serve.settings import GatewaySettings
@@ -37,8 +43,7 @@ class GatewayRuntime:
         await self.handle.set_serving(gw.serving and any_pool)
         for pool in gw.pools:
             await self.handle.health.set(
-                POOL_HEALTH[pool.role],
-                1 if pool.healthy and gw.serving else 2,  # SERVING / NOT_SERVING
+                POOL_HEALTH[pool.role], SERVING if pool.healthy and gw.serving else NOT_SERVING
             )
         if gw.problem != self._last_problem:
             if gw.problem:
