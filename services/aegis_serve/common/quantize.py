@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aegis.embed.v1 import embed_pb2
+from aegis_client.decode import ENCODING_NAMES, ENCODING_VALUES
 
 __all__ = [
     "ENCODINGS",
@@ -28,26 +28,9 @@ __all__ = [
     "truncate_and_renormalize",
 ]
 
-#: Proto enum value -> encoding name. UNSPECIFIED means float32 (see embed.proto).
-ENCODINGS: dict[int, str] = {
-    embed_pb2.ENCODING_UNSPECIFIED: "float32",
-    embed_pb2.ENCODING_FLOAT32: "float32",
-    embed_pb2.ENCODING_FLOAT16: "float16",
-    embed_pb2.ENCODING_INT8: "int8",
-    embed_pb2.ENCODING_UINT8: "uint8",
-    embed_pb2.ENCODING_BINARY: "binary",
-    embed_pb2.ENCODING_UBINARY: "ubinary",
-}
-
-#: Encoding name -> proto enum value (the explicit value, never UNSPECIFIED).
-ENCODING_VALUES: dict[str, int] = {
-    "float32": embed_pb2.ENCODING_FLOAT32,
-    "float16": embed_pb2.ENCODING_FLOAT16,
-    "int8": embed_pb2.ENCODING_INT8,
-    "uint8": embed_pb2.ENCODING_UINT8,
-    "binary": embed_pb2.ENCODING_BINARY,
-    "ubinary": embed_pb2.ENCODING_UBINARY,
-}
+# The enum <-> name tables live with the client (the protocol's lowest layer): one copy.
+#: Proto enum value -> encoding name (UNSPECIFIED means float32); name -> explicit enum value.
+ENCODINGS: dict[int, str] = ENCODING_NAMES
 
 #: Encoding name -> little-endian wire dtype of one element of a quantized row.
 ENCODING_DTYPES: dict[str, np.dtype] = {
