@@ -10,7 +10,6 @@ directory plus `aegis_space.json`, loaded by the same Embedder as any other mode
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+
+from aegis_serve.models.st_dir import write_json, write_modules, write_prompts
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
@@ -142,30 +143,14 @@ def write_aegis_embed_dir(
     model = ModernBertModel(config)
     model.save_pretrained(str(out), safe_serialization=True)
     hidden = shape["hidden_size"]
+    write_modules(
+        out, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")]
+    )
+    write_prompts(out, {"query": "", "document": ""})
     files: dict[str, Any] = {
-        "modules.json": [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {
-                "idx": 1,
-                "name": "1",
-                "path": "1_Pooling",
-                "type": "sentence_transformers.models.Pooling",
-            },
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            },
-        ],
         "sentence_bert_config.json": {
             "max_seq_length": shape["max_position_embeddings"],
             "do_lower_case": False,
-        },
-        "config_sentence_transformers.json": {
-            "prompts": {"query": "", "document": ""},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
         },
         "1_Pooling/config.json": {
             "word_embedding_dimension": hidden,
@@ -181,8 +166,6 @@ def write_aegis_embed_dir(
         },
     }
     for name, content in files.items():
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content, indent=2))
+        write_json(out / name, content)
     (out / "2_Normalize").mkdir(exist_ok=True)
     return out

@@ -37,7 +37,15 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from aegis_serve.models.packaged import cache_dir, cached_build, student_base_dir
-from aegis_serve.models.st_dir import SPACE_MANIFEST, ModelDirError, read_st_config
+from aegis_serve.models.st_dir import (
+    SPACE_MANIFEST,
+    ModelDirError,
+    read_st_config,
+    write_dense,
+    write_json,
+    write_modules,
+    write_prompts,
+)
 
 __all__ = [
     "ALIGNED_MODEL_ID",
@@ -61,8 +69,6 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "aligned-student"
 ALIGNED_WEIGHTS = ASSET_DIR / "dense.safetensors"
 ALIGNED_MODEL_ID = "all-minilm-l6-v2-aligned-mpnet"
 ALIGNED_CACHE_NAME = "all-minilm-l6-v2-aligned"
-IDENTITY = "torch.nn.modules.linear.Identity"
-_MODULE_TYPE = "sentence_transformers.models.{}"
 # Files of a base ST directory that describe the whole pipeline, not its Transformer module.
 _NOT_TRANSFORMER = frozenset(
     {
@@ -378,10 +384,6 @@ def _copy_tree(src: Path, dst: Path) -> None:
             shutil.copyfile(item, dst / item.name)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def write_aligned_student(
     base_dir: Path,
     weights: Path,
@@ -436,41 +438,21 @@ def write_aligned_student(
             _link_or_copy(item, t_out / item.name, link)
     _copy_tree(base_dir / pooling_rel, out_dir / pooling_rel)
 
-    dense_dir, norm_dir = out_dir / "2_Dense", out_dir / "3_Normalize"
-    dense_dir.mkdir(exist_ok=True)
-    norm_dir.mkdir(exist_ok=True)
-    _write_json(
-        dense_dir / "config.json",
-        {
-            "in_features": int(in_features),
-            "out_features": int(out_features),
-            "bias": True,
-            "activation_function": IDENTITY,
-        },
-    )
-    # Re-save rather than copy: only the two tensors, no fit metadata, in the module folder.
-    save_file(
-        {"linear.weight": np.ascontiguousarray(weight), "linear.bias": np.ascontiguousarray(bias)},
-        str(dense_dir / "model.safetensors"),
-    )
-    kinds = [
-        ("Transformer", transformer_rel),
-        ("Pooling", pooling_rel),
-        ("Dense", "2_Dense"),
-        ("Normalize", "3_Normalize"),
-    ]
-    _write_json(
-        out_dir / "modules.json",
+    # Re-saved rather than copied: only the two tensors, no fit metadata, in the module folder.
+    write_dense(out_dir / "2_Dense", weight, bias)
+    (out_dir / "3_Normalize").mkdir(exist_ok=True)
+    write_modules(
+        out_dir,
         [
-            {"idx": i, "name": str(i), "path": path, "type": _MODULE_TYPE.format(kind)}
-            for i, (kind, path) in enumerate(kinds)
+            ("Transformer", transformer_rel),
+            ("Pooling", pooling_rel),
+            ("Dense", "2_Dense"),
+            ("Normalize", "3_Normalize"),
         ],
     )
-    st_top: dict[str, Any] = {"prompts": dict(prompts or {}), "default_prompt_name": None}
-    st_top["similarity_fn_name"] = "cosine"
-    _write_json(out_dir / "config_sentence_transformers.json", st_top)
+    write_prompts(out_dir, prompts or {})
     manifest = {"model_id": ALIGNED_MODEL_ID, **space, "dimensions": int(out_features)}
-    _write_json(out_dir / SPACE_MANIFEST, manifest)
+    write_json(out_dir / SPACE_MANIFEST, manifest)
     return out_dir
 
 

@@ -219,3 +219,53 @@ def load_calibration(root: Path, dims: tuple[int, ...]) -> dict[int, np.ndarray]
             raise ModelDirError(f"{root / CALIBRATION_FILE}: bad ranges for dim {dim}")
         out[dim] = ranges
     return out
+
+
+# ------------------------------------------------------------------ writing (one copy)
+MODULE_TYPE = "sentence_transformers.models.{}"
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_modules(out: Path, kinds: list[tuple[str, str]]) -> None:
+    """modules.json for the given (module kind, folder) pipeline, in order."""
+    write_json(
+        out / "modules.json",
+        [
+            {"idx": i, "name": str(i), "path": path, "type": MODULE_TYPE.format(kind)}
+            for i, (kind, path) in enumerate(kinds)
+        ],
+    )
+
+
+def write_prompts(out: Path, prompts: dict[str, str]) -> None:
+    """config_sentence_transformers.json: prompts, no default prompt, cosine similarity."""
+    write_json(
+        out / "config_sentence_transformers.json",
+        {"prompts": dict(prompts), "default_prompt_name": None, "similarity_fn_name": "cosine"},
+    )
+
+
+def write_dense(folder: Path, weight: np.ndarray, bias: np.ndarray | None) -> None:
+    """An ST Dense module (Identity activation): config.json + model.safetensors."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out_features, in_features = weight.shape
+    write_json(
+        folder / "config.json",
+        {
+            "in_features": int(in_features),
+            "out_features": int(out_features),
+            "bias": bias is not None,
+            "activation_function": IDENTITY,
+        },
+    )
+    tensors = {"linear.weight": np.ascontiguousarray(weight)}
+    if bias is not None:
+        tensors["linear.bias"] = np.ascontiguousarray(bias)
+    save_file(tensors, str(folder / "model.safetensors"))

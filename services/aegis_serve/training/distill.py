@@ -34,13 +34,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import save_file
 from safetensors.torch import load_file
 from tqdm import tqdm
 
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.packaged import cache_dir
-from aegis_serve.models.st_dir import CALIBRATION_FILE, SPACE_MANIFEST, read_st_config
+from aegis_serve.models.st_dir import (
+    CALIBRATION_FILE,
+    SPACE_MANIFEST,
+    read_st_config,
+    write_dense,
+    write_json,
+    write_modules,
+    write_prompts,
+)
 from aegis_serve.training import LS_DENSE
 
 __all__ = [
@@ -56,8 +63,6 @@ log = logging.getLogger(__name__)
 
 # WordNet retrieval sets the report may use (n_docs, n_queries); all are held out of training.
 WORDNET_EVAL_SIZES = ((10000, 2000), (4000, 1000))
-IDENTITY = "torch.nn.modules.linear.Identity"
-_MODULE_TYPE = "sentence_transformers.models.{}"
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -350,10 +355,6 @@ def _plot(log_rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def write_student_dir(
     model: StudentModel,
     student_dir: Path,
@@ -382,38 +383,16 @@ def write_student_dir(
     shutil.copytree(student_dir / pooling_rel, out / "1_Pooling", dirs_exist_ok=True)
     kinds = [("Transformer", ""), ("Pooling", "1_Pooling")]
     if model.dense is not None:
-        dense = out / "2_Dense"
-        dense.mkdir(exist_ok=True)
         lin = model.dense
-        _write_json(
-            dense / "config.json",
-            {
-                "in_features": lin.in_features,
-                "out_features": lin.out_features,
-                "bias": lin.bias is not None,
-                "activation_function": IDENTITY,
-            },
-        )
-        tensors = {"linear.weight": lin.weight.detach().float().cpu().numpy()}
-        if lin.bias is not None:
-            tensors["linear.bias"] = lin.bias.detach().float().cpu().numpy()
-        save_file(tensors, str(dense / "model.safetensors"))
+        bias = lin.bias.detach().float().cpu().numpy() if lin.bias is not None else None
+        write_dense(out / "2_Dense", lin.weight.detach().float().cpu().numpy(), bias)
         kinds.append(("Dense", "2_Dense"))
     norm = out / f"{len(kinds)}_Normalize"
     norm.mkdir(exist_ok=True)
     kinds.append(("Normalize", norm.name))
-    _write_json(
-        out / "modules.json",
-        [
-            {"idx": i, "name": str(i), "path": p, "type": _MODULE_TYPE.format(k)}
-            for i, (k, p) in enumerate(kinds)
-        ],
-    )
-    _write_json(
-        out / "config_sentence_transformers.json",
-        {"prompts": dict(prompts), "default_prompt_name": None, "similarity_fn_name": "cosine"},
-    )
-    _write_json(out / SPACE_MANIFEST, {**space, "dimensions": model.out_dim})
+    write_modules(out, kinds)
+    write_prompts(out, prompts)
+    write_json(out / SPACE_MANIFEST, {**space, "dimensions": model.out_dim})
     return out
 
 
@@ -593,7 +572,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
         dims_all = space["matryoshka_dims"]
         cal = {"space_id": space["space_id"], **compute_calibration(t_emb, dims_all)}
-        _write_json(out / CALIBRATION_FILE, cal)
+        write_json(out / CALIBRATION_FILE, cal)
         calib_info = {"source": "teacher embeddings of the distillation corpus", "n": len(t_emb)}
     _plot(rows, out / "loss.png")
     val_rows = [r for r in rows if r["kind"] == "val"]
@@ -616,7 +595,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "calibration": calib_info,
         "command": "aegis-serve " + " ".join(sys.argv[1:]),
     }
-    _write_json(out / "training_summary.json", summary)
+    write_json(out / "training_summary.json", summary)
     return summary
 
 
