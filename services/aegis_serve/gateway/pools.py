@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 # Failures worth trying elsewhere: the replica is gone, restarting, draining or full.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# A replica stopped mid-call ends its in-flight RPCs as CANCELLED; the caller's own cancel
+# arrives here as asyncio.CancelledError instead, so CANCELLED from a replica is safe to retry.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
