@@ -99,7 +99,7 @@ class Stack:
     def stop_encoder(self, name: str, grace: float | None = 0) -> None:
         handle, servicer = self.encoders.pop(name)
         self.lt.run(handle.server.stop(grace))
-        self.lt.run(servicer.batcher.close())
+        self.lt.run(servicer.close())
 
     def gateway(self, query: list[str], document: list[str], **overrides: Any) -> Any:
         from aegis_serve.gateway.server import start_gateway

@@ -19,6 +19,11 @@ import numpy as np
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client.decode import ENCODING_NAMES, ENCODING_VALUES, decode_embeddings
 
+try:  # optional: trace propagation when the caller uses OpenTelemetry
+    from opentelemetry import propagate as _propagate
+except ImportError:  # pragma: no cover - the client works without it
+    _propagate = None
+
 __all__ = ["DEFAULT_TARGET", "AsyncEmbedClient", "EmbedClient", "EmbedResult"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -199,6 +204,17 @@ class _ClientBase:
     def _deadline(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
+    def _call_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The token, plus the caller's current trace context (W3C traceparent) when
+        OpenTelemetry is installed, so the service's spans join the caller's trace."""
+        if _propagate is None:
+            return self._metadata
+        carrier: dict[str, str] = {}
+        _propagate.inject(carrier)
+        if not carrier:
+            return self._metadata
+        return (*(self._metadata or ()), *carrier.items())
+
 
 class EmbedClient(_ClientBase):
     """Blocking client. ``timeout`` is the default deadline (seconds) of every call.
@@ -231,7 +247,7 @@ class EmbedClient(_ClientBase):
         """
         request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
         response = self._stub.Embed(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
         return _embed_result(response, unpack_bits)
 
@@ -254,13 +270,13 @@ class EmbedClient(_ClientBase):
         """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
         request = _tokenize_request(texts, input_type, add_prompt)
         return self._stub.Tokenize(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
 
     def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
         return self._stub.GetInfo(
-            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
 
     def close(self) -> None:
@@ -303,7 +319,7 @@ class AsyncEmbedClient(_ClientBase):
         """Embed ``inputs`` as ``"query"`` or ``"document"``; see :meth:`EmbedClient.embed`."""
         request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
         response = await self._stub.Embed(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
         return _embed_result(response, unpack_bits)
 
@@ -326,13 +342,13 @@ class AsyncEmbedClient(_ClientBase):
         """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
         request = _tokenize_request(texts, input_type, add_prompt)
         return await self._stub.Tokenize(
-            request, timeout=self._deadline(timeout), metadata=self._metadata
+            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
 
     async def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
         return await self._stub.GetInfo(
-            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._call_metadata()
         )
 
     async def close(self) -> None:

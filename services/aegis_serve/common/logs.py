@@ -7,9 +7,12 @@ import logging
 import sys
 import time
 
+from opentelemetry import trace
+
 
 class JsonFormatter(logging.Formatter):
-    """Structured logs for collectors; never includes request text."""
+    """Structured logs for collectors, with trace and span ids; never includes request text
+    (no code path logs inputs; messages name fields and indices instead)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -19,7 +22,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("trace_id", "span_id", "role"):
+        # The span current where the line was logged (the RPC's, inside a handler), so a
+        # log line leads to its trace and back.
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        for key in ("role",):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

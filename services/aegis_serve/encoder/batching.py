@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +56,10 @@ class Job:
     layers: int
     deadline: float | None
     future: asyncio.Future[Job]
+    tag: object = None  # opaque to the batcher: the observer's handle (a span context)
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    enqueued_wall_ns: int = field(default_factory=time.time_ns)
+    batch_tags: list[Any] = field(default_factory=list)  # observer's note per batch served
     rows: np.ndarray | None = None
     remaining: int = 0
     cancelled: bool = False
@@ -87,6 +91,28 @@ class BatcherStats:
     padded_tokens: int = 0
     dropped_texts: int = 0
     split_batches: int = 0
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One finished forward pass, as observers (metrics, traces) see it."""
+
+    texts: int
+    real_tokens: int
+    padded_tokens: int
+    layers: int
+    start_wall_ns: int
+    end_wall_ns: int
+    jobs: tuple[Job, ...]
+    failed: bool = False
+
+
+class BatchObserver(Protocol):
+    """Hooks for telemetry; called on the event loop, must be cheap and must not raise."""
+
+    def on_batch(self, record: BatchRecord) -> None: ...
+
+    def on_drop(self, texts: int, reason: str) -> None: ...
 
 
 def plan_batches(
@@ -145,8 +171,10 @@ class Batcher:
         max_batch_texts: int = 256,
         max_queue_texts: int = 4096,
         wait_s: float = 0.0,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.runner = runner
+        self.observer = observer
         self.dim = dim
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_texts = max_batch_texts
@@ -181,7 +209,11 @@ class Batcher:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def submit(
-        self, items: Sequence[TokenizedText], layers: int = 0, deadline: float | None = None
+        self,
+        items: Sequence[TokenizedText],
+        layers: int = 0,
+        deadline: float | None = None,
+        tag: object = None,
     ) -> Job:
         """Queue the texts; resolve when all rows are embedded (or raise)."""
         if not items:
@@ -192,7 +224,9 @@ class Batcher:
                 f"limit {self.max_queue_texts}); retry with backoff"
             )
         loop = asyncio.get_running_loop()
-        job = Job(items=items, layers=layers, deadline=deadline, future=loop.create_future())
+        job = Job(
+            items=items, layers=layers, deadline=deadline, future=loop.create_future(), tag=tag
+        )
         job.rows = np.empty((len(items), self.dim), dtype=np.float32)
         job.remaining = len(items)
         for i, it in enumerate(items):
@@ -206,20 +240,33 @@ class Batcher:
             raise
 
     # ------------------------------------------------------------------ loop
-    def _alive(self, slot: Slot, now: float) -> bool:
+    def _drop_reason(self, slot: Slot, now: float) -> str | None:
+        """Why this text must not reach the model (None: it still should)."""
         job = slot.job
-        if job.done:
-            return False
+        if job.cancelled:
+            return "cancelled"
+        if job.future.done():
+            return "failed"  # another batch holding its texts failed
         if job.deadline is not None and now > job.deadline:
             job.future.set_exception(DeadlineExpired("deadline expired while queued"))
-            return False
-        return True
+            return "expired"
+        return None
 
     def _prune(self) -> None:
         now = asyncio.get_running_loop().time()
-        kept = [s for s in self._pending if self._alive(s, now)]
+        kept: list[Slot] = []
+        dropped: Counter[str] = Counter()
+        for slot in self._pending:
+            reason = self._drop_reason(slot, now)
+            if reason is None:
+                kept.append(slot)
+            else:
+                dropped[reason] += 1
         self.stats.dropped_texts += len(self._pending) - len(kept)
         self._pending = kept
+        if self.observer is not None:
+            for reason, n in dropped.items():
+                self.observer.on_drop(n, reason)
 
     def _next_batch(self) -> tuple[list[Slot], int]:
         oldest = min(self._pending, key=lambda s: s.seq)
@@ -247,26 +294,49 @@ class Batcher:
             self._pending = [s for s in self._pending if id(s) not in taken]
             await self._run(batch, layers)
 
+    def _observe(
+        self,
+        batch: list[Slot],
+        items: list[TokenizedText],
+        layers: int,
+        start_wall: int,
+        failed: bool = False,
+    ) -> tuple[int, int]:
+        """(real, padded) tokens of the batch; tells the observer about it."""
+        real = sum(len(it.ids) for it in items)
+        width = max(len(it.ids) for it in items)
+        if getattr(self.runner, "packs_sequences", False):
+            width = -(-real // len(items))
+        if self.observer is not None:
+            jobs = tuple({id(s.job): s.job for s in batch}.values())
+            record = BatchRecord(len(batch), real, width * len(batch), layers, start_wall,
+                                 time.time_ns(), jobs, failed)  # fmt: skip
+            try:
+                self.observer.on_batch(record)
+            except Exception:  # telemetry must never fail a batch
+                log.warning("batch observer failed", exc_info=True)
+        return real, width * len(batch)
+
     async def _run(self, batch: list[Slot], layers: int) -> None:
         started = time.perf_counter_ns()
+        start_wall = time.time_ns()
         items = [s.job.items[s.index] for s in batch]
         loop = asyncio.get_running_loop()
         try:
             matrix = await loop.run_in_executor(self._executor, self._forward, items, layers)
         except Exception as exc:  # the model failed: fail only this batch's requests
             log.exception("batch of %d texts failed", len(batch))
+            self._observe(batch, items, layers, start_wall, failed=True)
             for job in {s.job for s in batch}:
                 if not job.future.done():
                     job.future.set_exception(BatchFailed(f"{type(exc).__name__}: {exc}"))
             return
         elapsed = time.perf_counter_ns() - started
-        width = max(len(it.ids) for it in items)
-        if getattr(self.runner, "packs_sequences", False):
-            width = -(-sum(len(it.ids) for it in items) // len(items))
+        real, padded = self._observe(batch, items, layers, start_wall)
         self.stats.batches += 1
         self.stats.texts += len(batch)
-        self.stats.real_tokens += sum(len(it.ids) for it in items)
-        self.stats.padded_tokens += width * len(batch)
+        self.stats.real_tokens += real
+        self.stats.padded_tokens += padded
         seen: set[int] = set()
         for slot, row in zip(batch, matrix, strict=True):
             job = slot.job

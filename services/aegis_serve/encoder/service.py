@@ -8,16 +8,20 @@ import time
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.common.errors import ServiceError, abort, invalid
 from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
+from aegis_serve.encoder.observe import EncoderObserver
 from aegis_serve.models.embedder import Embedder, TokenizedText
 from aegis_serve.settings import EncoderSettings
+from aegis_serve.telemetry.rpc import RpcScope, span
 
 log = logging.getLogger(__name__)
 
 NO_PROMPT = "-"
+SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 # Above this many characters, tokenize on a worker thread so the event loop stays free.
 _INLINE_TOKENIZE_CHARS = 20_000
 
@@ -25,11 +29,18 @@ _INLINE_TOKENIZE_CHARS = 20_000
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     """One replica of a pool: a model, a role and a batcher."""
 
-    def __init__(self, embedder: Embedder, batcher: Batcher, settings: EncoderSettings) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        batcher: Batcher,
+        settings: EncoderSettings,
+        observer: EncoderObserver | None = None,
+    ) -> None:
         self.embedder = embedder
         self.batcher = batcher
         self.settings = settings
         self.role = settings.role
+        self.observer = observer or EncoderObserver(settings.role)
         self._info = self._build_info()
 
     # ------------------------------------------------------------- helpers
@@ -90,14 +101,19 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         )
 
     # ----------------------------------------------------------------- RPCs
+    def _scope(self, method: str, context: grpc.aio.ServicerContext) -> RpcScope:
+        return RpcScope(self.observer.instruments, SERVICE, method, context, self.role)
+
     async def Encode(
         self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.EncodeResponse:
-        try:
-            return await self._encode(request, context)
-        except ServiceError as err:
-            await abort(context, err)
-            raise AssertionError("unreachable") from None
+        with self._scope("Encode", context) as rpc:
+            try:
+                return await self._encode(request, context)
+            except ServiceError as err:
+                rpc.fail(err.code, err.message)
+                await abort(context, err)
+                raise AssertionError("unreachable") from None
 
     async def _encode(
         self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
@@ -112,7 +128,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             )
         prompt = self.resolve_prompt(request.prompt_name)
         t0 = time.perf_counter_ns()
-        items = await self._tokenize(texts, prompt)
+        with span("tokenize", **{"aegis.texts": len(texts)}) as tok_span:
+            items = await self._tokenize(texts, prompt)
+            tok_span.set_attribute("aegis.tokens", sum(len(it.ids) for it in items))
         tokenization_ns = time.perf_counter_ns() - t0
         if request.reject_overlong:
             for i, it in enumerate(items):
@@ -126,7 +144,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         if remaining is not None:
             deadline = asyncio.get_running_loop().time() + remaining
         try:
-            job = await self.batcher.submit(items, layers, deadline)
+            tag = trace.get_current_span().get_span_context()
+            job = await self.batcher.submit(items, layers, deadline, tag)
         except QueueFull as exc:
             raise ServiceError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), (("retry-after-ms", "100"),)
@@ -136,11 +155,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         except BatchFailed as exc:
             raise ServiceError(grpc.StatusCode.INTERNAL, f"model failed: {exc}") from None
         assert job.rows is not None
+        token_counts = [len(it.ids) for it in items]
+        self.observer.on_done(job, sum(token_counts))
         return encoder_pb2.EncodeResponse(
             matrix=job.rows.astype("<f4", copy=False).tobytes(),
             rows=job.rows.shape[0],
             cols=job.rows.shape[1],
-            token_counts=[len(it.ids) for it in items],
+            token_counts=token_counts,
             queue_ns=job.queue_ns,
             tokenization_ns=tokenization_ns,
             inference_ns=job.inference_ns,
@@ -151,13 +172,18 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     async def Tokenize(
         self, request: encoder_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.TokenizeResponse:
-        try:
-            texts = list(request.texts)
-            self._check_texts(texts)
-            prompt = self.resolve_prompt(request.prompt_name)
-        except ServiceError as err:
-            await abort(context, err)
-        details = await asyncio.to_thread(self.embedder.token_details, texts, prompt)
+        with self._scope("Tokenize", context) as rpc:
+            try:
+                texts = list(request.texts)
+                self._check_texts(texts)
+                prompt = self.resolve_prompt(request.prompt_name)
+            except ServiceError as err:
+                rpc.fail(err.code, err.message)
+                await abort(context, err)
+            details = await asyncio.to_thread(self.embedder.token_details, texts, prompt)
+            return self._tokenize_response(details)
+
+    def _tokenize_response(self, details: list) -> encoder_pb2.TokenizeResponse:
         limit = self.embedder.max_tokens
         return encoder_pb2.TokenizeResponse(
             texts=[
@@ -179,7 +205,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     async def GetInfo(
         self, request: encoder_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetInfoResponse:
+        # Not traced or counted: the gateway's health probes call it every few seconds.
         return self._info
+
+    async def close(self) -> None:
+        """Fail what is still queued, stop the model thread, stop reporting queue depth."""
+        await self.batcher.close()
+        self.observer.close()
 
 
 def warm_up(embedder: Embedder) -> np.ndarray:

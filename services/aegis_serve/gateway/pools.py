@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from aegis_serve.telemetry.instruments import gateway_instruments
+from aegis_serve.telemetry.rpc import inject_metadata, tracer
 
 log = logging.getLogger(__name__)
 
@@ -176,22 +179,46 @@ class Pool:
         timeout: float,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> tuple[encoder_pb2.EncodeResponse, Replica]:
-        """Encode on one replica; on a transport failure, retry on the next within the deadline."""
+        """Encode on one replica; on a transport failure, retry on the next within the deadline.
+
+        Each attempt is a CLIENT span whose context travels in the call's metadata, so the
+        encoder's spans hang under the attempt that reached it.
+        """
         deadline = time.monotonic() + timeout
         last: grpc.aio.AioRpcError | None = None
-        for replica in self._order():
+        for attempt, replica in enumerate(self._order()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                resp = await replica.stub.Encode(request, timeout=left, metadata=tuple(metadata))
-                return resp, replica
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE:
-                    raise
-                last = exc
-                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    self.mark_down(replica, f"{exc.code().name}: {exc.details()}")
+            if last is not None:
+                retry_labels = {"pool": self.role, "status": last.code().name}
+                gateway_instruments().retries.add(1, retry_labels)
+            with tracer().start_as_current_span(
+                f"{ENCODER_SERVICE}/Encode",
+                kind=SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
+                attributes={
+                    "rpc.system": "grpc", "rpc.service": ENCODER_SERVICE, "rpc.method": "Encode",
+                    "server.address": replica.target, "aegis.pool": self.role,
+                    "aegis.attempt": attempt, "aegis.texts": len(request.texts),
+                },
+            ) as attempt_span:  # fmt: skip
+                try:
+                    resp = await replica.stub.Encode(
+                        request, timeout=left, metadata=inject_metadata(metadata)
+                    )
+                    attempt_span.set_attribute("rpc.grpc.status_code", 0)
+                    return resp, replica
+                except grpc.aio.AioRpcError as exc:
+                    attempt_span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+                    attempt_span.set_status(Status(StatusCode.ERROR, exc.code().name))
+                    if exc.code() not in RETRYABLE:
+                        raise
+                    last = exc
+            assert last is not None
+            if last.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.mark_down(replica, f"{last.code().name}: {last.details()}")
         if last is not None and last.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise last  # every replica is full: the caller should back off, not fail over
         if last is not None:
@@ -203,7 +230,9 @@ class Pool:
         last: Exception | None = None
         for replica in self._order():
             try:
-                return await getattr(replica.stub, method)(request, timeout=timeout)
+                return await getattr(replica.stub, method)(
+                    request, timeout=timeout, metadata=inject_metadata()
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise

@@ -17,6 +17,8 @@ from aegis_serve.common.server import (
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.service import EmbedServicer, Gateway
 from aegis_serve.settings import GatewaySettings
+from aegis_serve.telemetry.instruments import gateway_instruments
+from aegis_serve.telemetry.providers import setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,15 @@ class GatewayRuntime:
         self.gateway = gateway
         self._loop_task: asyncio.Task[None] | None = None
         self._last_problem: str | None = None
+        instruments = gateway_instruments()
+        self._unwatch = [
+            instruments.replica_sources.add(
+                lambda: [(float(len(p.healthy)), {"pool": p.role}) for p in gateway.pools]
+            ),
+            instruments.configured_sources.add(
+                lambda: [(float(len(p.replicas)), {"pool": p.role}) for p in gateway.pools]
+            ),
+        ]
 
     @property
     def port(self) -> int:
@@ -68,6 +79,8 @@ class GatewayRuntime:
         self._loop_task = asyncio.get_running_loop().create_task(loop(), name="pool-health")
 
     async def close(self) -> None:
+        for unwatch in self._unwatch:
+            unwatch()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,9 +108,16 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
 
 
 async def run_gateway(settings: GatewaySettings) -> None:
+    telemetry = setup_telemetry(
+        "aegis-gateway", metrics_host=settings.host, metrics_port=settings.metrics_port
+    )
     runtime = await start_gateway(settings)
     print(
-        f"READY gateway address={settings.host}:{runtime.port} serving={runtime.gateway.serving}",
+        f"READY gateway address={settings.host}:{runtime.port} serving={runtime.gateway.serving} "
+        f"metrics={telemetry.metrics_address or 'off'}",
         flush=True,
     )
-    await serve_until_signal(runtime.handle, settings.shutdown_grace_s, runtime.close)
+    try:
+        await serve_until_signal(runtime.handle, settings.shutdown_grace_s, runtime.close)
+    finally:
+        telemetry.shutdown()

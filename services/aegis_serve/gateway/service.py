@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis.encoder.v1 import encoder_pb2
@@ -25,6 +26,7 @@ from aegis_serve.common.quantize import (
 )
 from aegis_serve.gateway.pools import Pool, PoolUnavailable
 from aegis_serve.gateway.validation import (
+    ROLES,
     EmbedPlan,
     Limits,
     check_inputs,
@@ -33,11 +35,15 @@ from aegis_serve.gateway.validation import (
     validate_embed,
 )
 from aegis_serve.settings import GatewaySettings
+from aegis_serve.telemetry.instruments import gateway_instruments
+from aegis_serve.telemetry.rpc import RpcScope, span
 
 log = logging.getLogger(__name__)
 
-# Metadata forwarded to encoders (W3C trace context, request ids).
-FORWARDED_METADATA = ("traceparent", "tracestate", "baggage", "x-request-id")
+# Metadata forwarded to encoders as is. Trace context (traceparent, tracestate, baggage) is
+# not copied: each Encode attempt injects its own client span's context (pools.py).
+FORWARDED_METADATA = ("x-request-id",)
+SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 NO_PROMPT = "-"
 MIN_CHUNK_TEXTS = 32
 _INPUT_INDEX = re.compile(r"inputs\[(\d+)\]")
@@ -67,6 +73,7 @@ class Gateway:
         self.problem = "pools not probed yet"
         self.space_mismatch = False
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
+        self.metrics = gateway_instruments()
 
     @property
     def pools(self) -> tuple[Pool, Pool]:
@@ -153,20 +160,29 @@ class Gateway:
         self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
     ) -> embed_pb2.EmbedResponse:
         started = time.perf_counter_ns()
-        route = self.route(plan.role)
-        dims_offered, layers_offered = self.space_options(route)
-        dims = check_space_options(plan, dims_offered, layers_offered)
+        with span("route", **{"aegis.input_type": plan.role}) as route_span:
+            route = self.route(plan.role)
+            dims_offered, layers_offered = self.space_options(route)
+            dims = check_space_options(plan, dims_offered, layers_offered)
+            route_span.set_attribute("aegis.pool", route.pool.role)
+            route_span.set_attribute("aegis.healthy_replicas", len(route.pool.healthy))
         try:
             parts, route = await self._encode_with_fallback(plan, route, metadata, timeout)
         except PoolUnavailable as exc:
             raise self.unavailable(route.pool, f": {exc}") from None
-        matrix = np.concatenate(
-            [np.frombuffer(p.matrix, dtype="<f4").reshape(p.rows, p.cols) for p in parts]
-        )
-        if dims != matrix.shape[1]:
-            matrix = truncate_and_renormalize(matrix, dims)
-        quantized = quantize(matrix, plan.encoding, self.calibration(dims))
+        with span("postprocess", **{"aegis.dimensions": dims, "aegis.encoding": plan.encoding}):
+            matrix = np.concatenate(
+                [np.frombuffer(p.matrix, dtype="<f4").reshape(p.rows, p.cols) for p in parts]
+            )
+            if dims != matrix.shape[1]:
+                matrix = truncate_and_renormalize(matrix, dims)
+            quantized = quantize(matrix, plan.encoding, self.calibration(dims))
         tokens = [t for p in parts for t in p.token_counts]
+        labels = {"pool": route.pool.role}
+        self.metrics.inputs.add(len(tokens), labels)
+        self.metrics.input_tokens.add(sum(tokens), labels)
+        if route.fallback:
+            self.metrics.fallbacks.add(1)
         info = route.pool.info
         resp = embed_pb2.EmbedResponse(
             dimensions=dims,
@@ -207,6 +223,8 @@ class Gateway:
                 raise
             route = self.fallback_route()
             log.warning("query pool failed (%s); serving queries on the document pool", exc)
+            span_now = trace.get_current_span()
+            span_now.add_event("fallback to the document pool", {"reason": str(exc)[:200]})
             return await self._encode(plan, route, metadata, timeout), route
 
     async def _encode(
@@ -334,16 +352,30 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         default = self.gw.settings.encoder_timeout_s
         return default if remaining is None else min(remaining, default)
 
+    def _scope(self, method: str, context: grpc.aio.ServicerContext) -> RpcScope:
+        return RpcScope(self.gw.metrics, SERVICE, method, context)
+
+    async def _embed_one(
+        self, request: embed_pb2.EmbedRequest, metadata: list[tuple[str, str]], timeout: float
+    ) -> embed_pb2.EmbedResponse:
+        with span("validate", **{"aegis.inputs": len(request.inputs)}):
+            plan = validate_embed(request, self.gw.limits)
+        return await self.gw.embed(plan, metadata, timeout)
+
     async def Embed(
         self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.EmbedResponse:
-        try:
-            plan = validate_embed(request, self.gw.limits)
-            return await self.gw.embed(plan, forwarded(context), self._timeout(context))
-        except (ServiceError, grpc.aio.AioRpcError, ValueError) as exc:
-            err = invalid(str(exc)) if isinstance(exc, ValueError) else _rpc_status(exc)
-            await abort(context, err)
-            raise AssertionError("unreachable") from None
+        with self._scope("Embed", context) as rpc:
+            rpc.pool = ROLES.get(request.input_type, "")
+            try:
+                resp = await self._embed_one(request, forwarded(context), self._timeout(context))
+                rpc.pool = resp.encoder
+                return resp
+            except (ServiceError, grpc.aio.AioRpcError, ValueError) as exc:
+                err = invalid(str(exc)) if isinstance(exc, ValueError) else _rpc_status(exc)
+                rpc.fail(err.code, err.message)
+                await abort(context, err)
+                raise AssertionError("unreachable") from None
 
     async def EmbedStream(
         self,
@@ -354,16 +386,21 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         metadata = forwarded(context)
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         pending: asyncio.Queue[asyncio.Task[embed_pb2.EmbedResponse] | None] = asyncio.Queue()
+        # The stream's span is the parent of one `embed` span per message; the tasks below
+        # copy the current context, so they join the caller's trace.
+        scope = self._scope("EmbedStream", context)
+        scope.__enter__()
 
         async def one(request: embed_pb2.EmbedRequest) -> embed_pb2.EmbedResponse:
-            try:
-                plan = validate_embed(request, self.gw.limits)
-                return await self.gw.embed(plan, metadata, self._timeout(context))
-            except Exception as exc:
-                err = _rpc_status(exc)
-                return embed_pb2.EmbedResponse(
-                    error=embed_pb2.Status(code=err.code.value[0], message=err.message)
-                )
+            with span("embed", **{"aegis.inputs": len(request.inputs)}) as message_span:
+                try:
+                    return await self._embed_one(request, metadata, self._timeout(context))
+                except Exception as exc:
+                    err = _rpc_status(exc)
+                    message_span.set_status(trace.Status(trace.StatusCode.ERROR, err.message))
+                    return embed_pb2.EmbedResponse(
+                        error=embed_pb2.Status(code=err.code.value[0], message=err.message)
+                    )
 
         async def reader() -> None:
             async for request in request_iterator:
@@ -381,21 +418,32 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 slots.release()
                 yield response
             await read_task
+        except BaseException as exc:
+            scope.__exit__(type(exc), exc, exc.__traceback__)
+            scope = None
+            raise
         finally:
             read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read_task
+            if scope is not None:
+                scope.__exit__(None, None, None)
 
     async def Tokenize(
         self, request: embed_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.TokenizeResponse:
-        try:
-            return await self.gw.tokenize(request, self._timeout(context))
-        except (ServiceError, grpc.aio.AioRpcError) as exc:
-            await abort(context, _rpc_status(exc))
-            raise AssertionError("unreachable") from None
+        with self._scope("Tokenize", context) as rpc:
+            rpc.pool = ROLES.get(request.input_type, "")
+            try:
+                return await self.gw.tokenize(request, self._timeout(context))
+            except (ServiceError, grpc.aio.AioRpcError) as exc:
+                err = _rpc_status(exc)
+                rpc.fail(err.code, err.message)
+                await abort(context, err)
+                raise AssertionError("unreachable") from None
 
     async def GetInfo(
         self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.GetInfoResponse:
-        return self.gw.get_info()
+        with self._scope("GetInfo", context):
+            return self.gw.get_info()

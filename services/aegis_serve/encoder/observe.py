@@ -1,0 +1,91 @@
+"""Encoder telemetry: batch metrics and the batch span that links every request it served.
+
+A forward pass serves texts of many requests (many traces), so it gets a span of its own
+(`aegis.encoder.batch`, a new trace) with a link to each request's Encode span; each
+request, in turn, records an `inference` span in its own trace linking back to the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from aegis_serve.encoder.batching import Batcher, BatchRecord, Job
+from aegis_serve.telemetry.instruments import EncoderInstruments, encoder_instruments
+from aegis_serve.telemetry.rpc import record_span, tracer
+
+
+class EncoderObserver:
+    """BatchObserver for one replica: metrics with `pool=<role>`, batch spans."""
+
+    def __init__(self, role: str, instruments: EncoderInstruments | None = None) -> None:
+        self.role = role
+        self.labels = {"pool": role}
+        self.instruments = instruments or encoder_instruments()
+        self._remove_gauge = None
+
+    def watch_queue(self, batcher: Batcher) -> None:
+        """Report the batcher's queue depth as `aegis.encoder.queue.depth`."""
+
+        def depth() -> Iterable[tuple[float, dict[str, str]]]:
+            yield float(batcher.queued_texts), self.labels
+
+        self._remove_gauge = self.instruments.queue_sources.add(depth)
+
+    def close(self) -> None:
+        if self._remove_gauge is not None:
+            self._remove_gauge()
+            self._remove_gauge = None
+
+    def on_batch(self, record: BatchRecord) -> None:
+        i = self.instruments
+        seconds = (record.end_wall_ns - record.start_wall_ns) / 1e9
+        if record.failed:
+            i.failed_batches.add(1, self.labels)
+        else:
+            i.batch_size.record(record.texts, self.labels)
+            i.batch_tokens.record(record.real_tokens, self.labels)
+            i.batch_padded_tokens.record(record.padded_tokens, self.labels)
+            i.batch_duration.record(seconds, self.labels)
+        links = [
+            trace.Link(job.tag)
+            for job in record.jobs
+            if isinstance(job.tag, trace.SpanContext) and job.tag.is_valid
+        ]
+        batch = tracer().start_span(
+            "aegis.encoder.batch",
+            context=otel_context.Context(),  # its own trace: it serves many
+            links=links,
+            start_time=record.start_wall_ns,
+            attributes={
+                "aegis.pool": self.role,
+                "aegis.batch.texts": record.texts,
+                "aegis.batch.requests": len(record.jobs),
+                "aegis.batch.tokens": record.real_tokens,
+                "aegis.batch.padded_tokens": record.padded_tokens,
+                "aegis.layers": record.layers,
+            },
+        )
+        if record.failed:
+            batch.set_status(trace.Status(trace.StatusCode.ERROR, "forward pass failed"))
+        batch.end(end_time=record.end_wall_ns)
+        ctx = batch.get_span_context()
+        for job in record.jobs:
+            job.batch_tags.append((ctx, record.start_wall_ns, record.end_wall_ns, record.texts))
+
+    def on_drop(self, texts: int, reason: str) -> None:
+        self.instruments.dropped_texts.add(texts, {**self.labels, "reason": reason})
+
+    def on_done(self, job: Job, input_tokens: int) -> None:
+        """Per request, in its own trace: queue wait, then each batch that served it."""
+        i = self.instruments
+        i.input_tokens.add(input_tokens, self.labels)
+        i.queue_wait.record(job.queue_ns / 1e9, self.labels)
+        record_span("queue", job.enqueued_wall_ns, job.enqueued_wall_ns + job.queue_ns,
+                    **{"aegis.texts": len(job.items)})  # fmt: skip
+        for ctx, start, end, texts in job.batch_tags:
+            assert isinstance(ctx, trace.SpanContext)
+            record_span("inference", start, end, links=[trace.Link(ctx)],
+                        **{"aegis.batch.texts": texts})  # fmt: skip

@@ -1,0 +1,125 @@
+"""Install the OpenTelemetry SDK for one process, configured the standard way.
+
+Traces go to OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is
+set; metrics go to OTLP the same way and to a Prometheus `/metrics` endpoint when a port
+is given. Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+`OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`,
+`OTEL_EXPORTER_OTLP_HEADERS`, `..._INSECURE`, `..._CERTIFICATE`) is read by the SDK
+itself. With neither an endpoint nor a port, no provider is installed: the API's no-op
+tracer and meter cost next to nothing and trace context still passes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _disabled(signal: str) -> bool:
+    if _env("OTEL_SDK_DISABLED").lower() == "true":
+        return True
+    return _env(f"OTEL_{signal}_EXPORTER").lower() == "none"
+
+
+def traces_endpoint() -> str:
+    return _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def metrics_endpoint() -> str:
+    return _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+@dataclass
+class Telemetry:
+    """What was installed in this process, and how to flush it on shutdown."""
+
+    service_name: str
+    traces_to: str = ""
+    metrics_to: str = ""
+    metrics_address: str = ""
+    _shutdown: list[Callable[[], object]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        parts = [f"service={self.service_name}"]
+        parts.append(f"traces={self.traces_to or 'off'}")
+        parts.append(f"otlp_metrics={self.metrics_to or 'off'}")
+        parts.append(f"prometheus={self.metrics_address or 'off'}")
+        return " ".join(parts)
+
+    def shutdown(self) -> None:
+        """Flush pending spans and metric points (called after the gRPC server drained)."""
+        for fn in reversed(self._shutdown):
+            try:
+                fn()
+            except Exception:  # exporting must never block a clean exit
+                log.warning("telemetry shutdown step failed", exc_info=True)
+        self._shutdown.clear()
+
+
+def _resource(default_name: str, attributes: dict[str, str]):
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    attrs: dict[str, str] = {"service.instance.id": f"{socket.gethostname()}:{os.getpid()}"}
+    attrs.update(attributes)
+    if not _env("OTEL_SERVICE_NAME") and "service.name=" not in _env("OTEL_RESOURCE_ATTRIBUTES"):
+        attrs[SERVICE_NAME] = default_name  # OTEL_SERVICE_NAME, when set, wins
+    return Resource.create(attrs)
+
+
+def setup_telemetry(
+    default_service_name: str,
+    *,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int = 0,
+    attributes: dict[str, str] | None = None,
+) -> Telemetry:
+    """Install tracer and meter providers for this process (call once, at start)."""
+    resource = _resource(default_service_name, attributes or {})
+    tele = Telemetry(str(resource.attributes.get("service.name", default_service_name)))
+    endpoint = traces_endpoint()
+    if endpoint and not _disabled("TRACES"):
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        tele.traces_to = endpoint
+        tele._shutdown.append(provider.shutdown)
+    readers = []
+    endpoint = metrics_endpoint()
+    if endpoint and not _disabled("METRICS"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        tele.metrics_to = endpoint
+    if metrics_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        readers.append(PrometheusMetricReader())
+        server, _ = start_http_server(metrics_port, addr=metrics_host)
+        tele.metrics_address = f"{metrics_host}:{server.server_port}"
+        tele._shutdown.append(server.shutdown)
+    if readers:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+        metrics.set_meter_provider(meter_provider)
+        tele._shutdown.append(meter_provider.shutdown)
+    log.info("telemetry: %s", tele.summary)
+    return tele

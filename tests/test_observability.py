@@ -1,0 +1,243 @@
+"""Traces, metrics and logs from real gateway and encoder processes.
+
+A real OTLP/gRPC receiver (opentelemetry-proto service definitions) listens on 127.0.0.1;
+the processes export to it through the standard OTEL_* variables. The test checks that one
+trace id covers client → gateway → encoder with the right parent links, that the batch
+span links the request span it served, that /metrics (parsed by prometheus_client's own
+parser) moves by exactly what was sent, and that JSON logs carry the trace id but never
+the input text.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
+
+from aegis_client import EmbedClient
+from aegis_serve.telemetry.receiver import OtlpReceiver, ReceivedSpan
+from conftest import ServiceProcess, wait_until
+
+SECRET = "zebra-secret-7731 never logged"
+GATEWAY = "aegis.embed.v1.EmbedService"
+ENCODER = "aegis.encoder.v1.EncoderService"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, keyed by (sample name, sorted labels)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples named `name` whose labels include `labels` (0 if none)."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    with OtlpReceiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def traced_stack(receiver: OtlpReceiver, student_dir: Path):
+    """Query + document encoders (the student dir, one space) and a gateway, as processes."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
+    procs: list[ServiceProcess] = []
+    try:
+        for role in ("query", "document"):
+            args = ["encoder", "--role", role, "--model", str(student_dir), "--port", "0",
+                    "--threads", "1", "--metrics-port", str(free_port()), "--log-json"]  # fmt: skip
+            procs.append(ServiceProcess(args, env=env))
+        query, document = procs
+        args = ["gateway", "--port", "0", "--query", query.address,
+                "--document", document.address, "--metrics-port", str(free_port()),
+                "--log-json", "--health-interval-s", "60"]  # fmt: skip
+        gateway = ServiceProcess(args, env=env)
+        procs.append(gateway)
+        yield {"query": query, "document": document, "gateway": gateway}
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def metrics_address(proc: ServiceProcess) -> str:
+    line = next(line for line in proc.lines if line.startswith("READY "))
+    return next(p.split("=", 1)[1] for p in line.split() if p.startswith("metrics="))
+
+
+def by_name(spans: list[ReceivedSpan], name: str, service: str | None = None) -> ReceivedSpan:
+    found = [s for s in spans if s.name == name and (service is None or s.service == service)]
+    assert len(found) == 1, f"{name}: {[(s.name, s.service) for s in spans]}"
+    return found[0]
+
+
+def test_one_trace_covers_client_gateway_encoder(traced_stack, receiver: OtlpReceiver) -> None:
+    provider = TracerProvider()  # the caller's own SDK; the client injects its context
+    gateway = traced_stack["gateway"]
+    with (
+        EmbedClient(gateway.address) as client,
+        provider.get_tracer("test-caller").start_as_current_span("caller") as caller,
+    ):
+        result = client.embed(["what is a zebra", "striped horses"], "query")
+    assert result.embeddings.shape == (2, 384)
+    trace_id = format(caller.get_span_context().trace_id, "032x")
+    caller_id = format(caller.get_span_context().span_id, "016x")
+    expected = 10  # gateway: server, validate, route, Encode client, postprocess;
+    #                encoder: server, tokenize, queue, inference (+ the batch, own trace)
+    assert wait_until(lambda: len(receiver.trace(trace_id)) >= expected - 1, timeout=15)
+    spans = receiver.trace(trace_id)
+
+    server = by_name(spans, f"{GATEWAY}/Embed")
+    assert server.service == "aegis-gateway"
+    assert server.kind == SpanKind.SERVER.value + 1  # OTLP enum is offset by UNSPECIFIED
+    assert server.parent_span_id == caller_id
+    assert server.attributes["aegis.pool"] == "query"
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    for child in ("validate", "route", "postprocess"):
+        assert by_name(spans, child, "aegis-gateway").parent_span_id == server.span_id
+    attempt = by_name(spans, f"{ENCODER}/Encode", "aegis-gateway")
+    assert attempt.kind == SpanKind.CLIENT.value + 1
+    assert attempt.parent_span_id == server.span_id
+
+    encode = by_name(spans, f"{ENCODER}/Encode", "aegis-encoder-query")
+    assert encode.kind == SpanKind.SERVER.value + 1
+    assert encode.parent_span_id == attempt.span_id
+    for child in ("tokenize", "queue", "inference"):
+        span = by_name(spans, child, "aegis-encoder-query")
+        assert span.parent_span_id == encode.span_id
+        assert server.start_ns <= span.start_ns <= span.end_ns <= server.end_ns
+    inference = by_name(spans, "inference", "aegis-encoder-query")
+    (batch_trace, batch_span), = inference.links  # fmt: skip
+
+    # The batch span lives in its own trace and links every request span it served.
+    assert wait_until(lambda: any(s.span_id == batch_span for s in receiver.spans), timeout=10)
+    batch = next(s for s in receiver.spans if s.span_id == batch_span)
+    assert batch.name == "aegis.encoder.batch" and batch.trace_id == batch_trace != trace_id
+    assert (trace_id, encode.span_id) in batch.links
+    assert batch.attributes["aegis.batch.texts"] >= 2
+
+
+def test_error_status_is_on_the_span(traced_stack, receiver: OtlpReceiver) -> None:
+    provider = TracerProvider()
+    with (
+        EmbedClient(traced_stack["gateway"].address) as client,
+        provider.get_tracer("t").start_as_current_span("caller") as caller,
+        pytest.raises(grpc.RpcError),
+    ):
+        client.embed(["ok", ""], "query")
+    trace_id = format(caller.get_span_context().trace_id, "032x")
+    assert wait_until(lambda: len(receiver.trace(trace_id)) >= 2, timeout=15)
+    server = by_name(receiver.trace(trace_id), f"{GATEWAY}/Embed")
+    assert server.status_code == 2  # STATUS_CODE_ERROR
+    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert not [s for s in receiver.trace(trace_id) if s.service.startswith("aegis-encoder")]
+
+
+def test_metrics_move_by_what_was_sent(traced_stack, receiver: OtlpReceiver) -> None:
+    gw_metrics = metrics_address(traced_stack["gateway"])
+    q_metrics = metrics_address(traced_stack["query"])
+    before_gw, before_q = scrape(gw_metrics), scrape(q_metrics)
+    tokens = 0
+    with EmbedClient(traced_stack["gateway"].address) as client:
+        for i in range(3):
+            tokens += client.embed([f"query number {i}", "a second text"], "query").input_tokens
+        with pytest.raises(grpc.RpcError):
+            client.embed([], "query")
+        docs = client.embed(["a document", "another one", "a third"], "document")
+    after_gw, after_q = scrape(gw_metrics), scrape(q_metrics)
+
+    def delta(after: dict, before: dict, name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"method": "Embed", "status": "OK"}
+    assert delta(after_gw, before_gw, "aegis_gateway_requests_total", pool="query", **ok) == 3
+    assert delta(after_gw, before_gw, "aegis_gateway_requests_total", pool="document", **ok) == 1
+    assert (
+        delta(after_gw, before_gw, "aegis_gateway_requests_total", status="INVALID_ARGUMENT") == 1
+    )
+    assert (
+        delta(after_gw, before_gw, "aegis_gateway_request_duration_seconds_count", method="Embed")
+        == 5
+    )
+    assert delta(after_gw, before_gw, "aegis_gateway_inputs_total", pool="query") == 6
+    assert delta(after_gw, before_gw, "aegis_gateway_input_tokens_total", pool="query") == tokens
+    assert delta(after_gw, before_gw, "aegis_gateway_input_tokens_total", pool="document") == (
+        docs.input_tokens
+    )
+    assert value(after_gw, "aegis_gateway_replicas_healthy", pool="query") == 1
+    assert value(after_gw, "aegis_gateway_replicas", pool="document") == 1
+
+    enc_ok = {"method": "Encode", "status": "OK", "pool": "query"}
+    assert delta(after_q, before_q, "aegis_encoder_requests_total", **enc_ok) == 3
+    assert delta(after_q, before_q, "aegis_encoder_input_tokens_total") == tokens
+    assert delta(after_q, before_q, "aegis_encoder_batch_size_sum") == 6
+    assert delta(after_q, before_q, "aegis_encoder_batch_tokens_sum") == tokens
+    assert delta(after_q, before_q, "aegis_encoder_queue_wait_seconds_count") == 3
+    assert value(after_q, "aegis_encoder_queue_depth", pool="query") == 0
+    assert value(after_q, "process_resident_memory_bytes") > 0  # prometheus_client's own
+
+    # The same instruments reach the OTLP receiver.
+    wanted = {"aegis.gateway.requests", "aegis.gateway.request.duration",
+              "aegis.encoder.batch.size", "aegis.encoder.queue.depth",
+              "aegis.gateway.replicas.healthy"}  # fmt: skip
+    assert wait_until(lambda: wanted <= receiver.metric_names, timeout=15), receiver.metric_names
+
+
+def test_fallback_is_counted_and_logged_with_the_trace_id(
+    traced_stack, receiver: OtlpReceiver
+) -> None:
+    gateway = traced_stack["gateway"]
+    gw_metrics = metrics_address(gateway)
+    before = scrape(gw_metrics)
+    traced_stack["query"].kill()
+    provider = TracerProvider()
+    with (
+        EmbedClient(gateway.address) as client,
+        provider.get_tracer("t").start_as_current_span("caller") as caller,
+    ):
+        result = client.embed([SECRET], "query")
+    assert result.fallback and result.encoder == "document"
+    after = scrape(gw_metrics)
+    assert (
+        value(after, "aegis_gateway_fallbacks_total")
+        - value(before, "aegis_gateway_fallbacks_total")
+        == 1
+    )
+    assert value(after, "aegis_gateway_replicas_healthy", pool="query") == 0
+    trace_id = format(caller.get_span_context().trace_id, "032x")
+
+    records = [json.loads(line) for line in gateway.lines if line.startswith("{")]
+    fallback_logs = [r for r in records if "serving queries on the document pool" in r["msg"]]
+    assert fallback_logs and fallback_logs[-1]["trace_id"] == trace_id
+    assert len(fallback_logs[-1]["span_id"]) == 16
+    assert wait_until(lambda: len(receiver.trace(trace_id)) >= 5, timeout=15)
+    served = [s for s in receiver.trace(trace_id) if s.name == f"{ENCODER}/Encode"]
+    assert {s.service for s in served} >= {"aegis-gateway", "aegis-encoder-document"}
+    for name, proc in traced_stack.items():
+        assert SECRET not in proc.output, f"{name} logged an input text"
