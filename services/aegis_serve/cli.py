@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qb.add_argument("--split-concurrency", type=int, default=64)
 
+    tb = bench_sub.add_parser("telemetry", help="gateway latency with tracing + metrics on vs off")
+    tb.add_argument("--model", default="builtin:query")
+    tb.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
+    tb.add_argument("--rounds", type=int, default=4, help="alternating off/on rounds")
+    tb.add_argument("--requests", type=int, default=150, help="per round and stack, 1 in flight")
+    tb.add_argument("--throughput-requests", type=int, default=400, help="per round and stack")
+    tb.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
+    tb.add_argument("--out-dir", default="docs")
+
     dist = sub.add_parser("distill", help="distill a query student into the teacher's space")
     from aegis_serve.training import add_arguments as distill_arguments
 
@@ -246,6 +255,10 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         from aegis_serve.bench.query import main_args as query_main
 
         return query_main(ns)
+    if ns.bench == "telemetry":
+        from aegis_serve.bench.telemetry import main_args as telemetry_main
+
+        return telemetry_main(ns)
     raise SystemExit(f"unknown bench {ns.bench}")
 
 

@@ -110,14 +110,41 @@ def document_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+METRICS_OFFSET = {"gateway": 0, "query": 1, "document": 2}
+
+
+def metrics_args(name: str, settings: StackSettings) -> list[str]:
+    """`--metrics-port N` for the stack gives the gateway N, the pools N+1 and N+2."""
+    if not settings.metrics_port:
+        return []
+    return ["--metrics-port", str(settings.metrics_port + METRICS_OFFSET[name])]
+
+
+def common_args(name: str, settings: StackSettings) -> list[str]:
+    args = ["--host", settings.host, "--shutdown-grace-s", str(settings.shutdown_grace_s)]
+    if settings.log_json:
+        args.append("--log-json")
+    return args + metrics_args(name, settings)
+
+
 def encoder_args(
     role: str, model: Path, port: int, threads: int, device: str, settings: StackSettings
 ) -> list[str]:
     return [
         "encoder", "--role", role, "--model", str(model), "--port", str(port),
-        "--host", settings.host, "--threads", str(threads), "--device", device,
-        "--shutdown-grace-s", str(settings.shutdown_grace_s),
+        "--threads", str(threads), "--device", device, *common_args(role, settings),
     ]  # fmt: skip
+
+
+def _metrics_lines(children: list[Child]) -> str:
+    lines = []
+    for child in children:
+        for part in child.line.split():
+            if part.startswith("metrics=") and part != "metrics=off":
+                lines.append(
+                    f"  metrics        http://{part.split('=', 1)[1]}/metrics ({child.name})"
+                )
+    return "".join(f"{line}\n" for line in lines)
 
 
 def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int:
@@ -143,9 +170,8 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         gateway = spawn(
             "gateway",
             [
-                "gateway", "--host", settings.host, "--port", str(settings.gateway_port),
-                "--query", pools[0].address, "--document", pools[1].address,
-                "--shutdown-grace-s", str(settings.shutdown_grace_s),
+                "gateway", "--port", str(settings.gateway_port), "--query", pools[0].address,
+                "--document", pools[1].address, *common_args("gateway", settings),
             ],
             env,
         )  # fmt: skip
@@ -160,6 +186,7 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         f"  gateway        {gateway.address}   (aegis.embed.v1.EmbedService, health, reflection)\n"
         f"  query pool     {pools[0].address}   {query_model}\n"
         f"  document pool  {pools[1].address}   {document_model} on {device}\n"
+        f"{_metrics_lines(children)}"
         f"try: aegis-serve embed --target {gateway.address} --type query 'what is a cat?'\n"
         "Ctrl-C stops everything.\n",
         flush=True,

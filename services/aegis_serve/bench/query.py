@@ -207,32 +207,49 @@ async def measure(
     return sorted(rows, key=lambda r: (order.get(r["system"], len(order)), r["concurrency"]))
 
 
+def start_query_gateway(
+    model_dir: Path,
+    threads: int,
+    n: int,
+    env: dict[str, str],
+    stack: contextlib.ExitStack,
+    batch_wait_ms: float = 0.0,
+    extra_args: tuple[list[str], list[str]] = ([], []),
+) -> tuple[list[str], str]:
+    """`n` query encoder processes of `threads` each behind one gateway process (the
+    document pool points nowhere: queries only). Torn down by `stack`, gateway first.
+    `extra_args` are appended to the (encoder, gateway) command lines."""
+    from aegis_serve.stack import spawn, stop_all, wait_ready
+
+    encoders = [
+        spawn(f"encoder{i}", ["encoder", "--role", "query", "--model", str(model_dir),
+                              "--port", "0", "--threads", str(threads),
+                              "--batch-wait-ms", str(batch_wait_ms), *extra_args[0]],
+              env, echo=False)
+        for i in range(n)
+    ]  # fmt: skip
+    children = list(encoders)
+    stack.callback(stop_all, children, 5)  # gateway first (inserted at 0), then the pool
+    wait_ready(encoders, 300)
+    addresses = [e.address for e in encoders]
+    gateway = spawn("gateway", ["gateway", "--port", "0", "--query", ",".join(addresses),
+                                "--document", "127.0.0.1:9", *extra_args[1]],
+                    env, echo=False)  # fmt: skip
+    children.insert(0, gateway)
+    wait_ready([gateway], 120)
+    return addresses, gateway.address
+
+
 def start_systems(
     cfg: QueryBenchConfig, model_dir: Path, stack: contextlib.ExitStack
 ) -> list[Target]:
     """Start every server (torn down by `stack`): encoder + gateway, the split pool behind
     its own gateway, and the peers. A peer that is not installed or fails to start is
     skipped with a note; the rest of the run goes on."""
-    from aegis_serve.stack import spawn, stop_all, wait_ready
-
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def pool(threads: int, n: int) -> tuple[list[str], str]:
-        encoders = [
-            spawn(f"encoder{i}", ["encoder", "--role", "query", "--model", str(model_dir),
-                                  "--port", "0", "--threads", str(threads),
-                                  "--batch-wait-ms", str(cfg.batch_wait_ms)], env, echo=False)
-            for i in range(n)
-        ]  # fmt: skip
-        children = list(encoders)
-        stack.callback(stop_all, children, 5)  # gateway first (inserted at 0), then the pool
-        wait_ready(encoders, 300)
-        addresses = [e.address for e in encoders]
-        gateway = spawn("gateway", ["gateway", "--port", "0", "--query", ",".join(addresses),
-                                    "--document", "127.0.0.1:9"], env, echo=False)  # fmt: skip
-        children.insert(0, gateway)
-        wait_ready([gateway], 120)
-        return addresses, gateway.address
+        return start_query_gateway(model_dir, threads, n, env, stack, cfg.batch_wait_ms)
 
     threads = cfg.total_threads
     (encoder,), gateway = pool(threads, 1)
