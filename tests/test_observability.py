@@ -11,7 +11,10 @@ the input text.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -207,6 +210,55 @@ def test_metrics_move_by_what_was_sent(traced_stack, receiver: OtlpReceiver) -> 
               "aegis.encoder.batch.size", "aegis.encoder.queue.depth",
               "aegis.gateway.replicas.healthy"}  # fmt: skip
     assert wait_until(lambda: wanted <= receiver.metric_names, timeout=15), receiver.metric_names
+
+
+def prom_query(port: int, expr: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.loads(resp.read())["data"]["result"]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian `prometheus` not installed")
+def test_a_real_prometheus_server_scrapes_every_process(traced_stack, tmp_path: Path) -> None:
+    """The documented local setup (docs/observability.md), with a 1 s scrape interval."""
+    targets = [metrics_address(traced_stack[name]) for name in ("gateway", "query", "document")]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: aegis\n"
+        f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: len(prom_query(port, "up == 1")) == 3, timeout=30, every=0.5)
+        with EmbedClient(traced_stack["gateway"].address) as client:
+            for i in range(4):
+                client.embed([f"prometheus probe {i}"], "document")
+        expr = 'sum(aegis_gateway_requests_total{method="Embed",pool="document",status="OK"})'
+
+        def counted() -> float:
+            result = prom_query(port, expr)
+            return float(result[0]["value"][1]) if result else 0.0
+
+        assert wait_until(lambda: counted() >= 4, timeout=20, every=0.5), counted()
+        pools = prom_query(port, "aegis_gateway_replicas_healthy")
+        assert {r["metric"]["pool"]: r["value"][1] for r in pools} == {
+            "query": "1",
+            "document": "1",
+        }
+        assert prom_query(port, "aegis_encoder_batch_size_count")
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_fallback_is_counted_and_logged_with_the_trace_id(
