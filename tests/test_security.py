@@ -218,3 +218,22 @@ def test_tokens_file_format_errors_are_clear(tmp_path):
         load_principals(["same", "same"], None)
     with pytest.raises(ValueError, match="cannot read auth_tokens_file"):
         load_principals([], tmp_path / "missing")
+
+
+def test_cli_flags_and_environment_reach_the_gateway_settings(monkeypatch, tmp_path):
+    from aegis_serve.cli import _settings, build_parser
+    from aegis_serve.settings import GatewaySettings
+
+    monkeypatch.setenv("AEGIS_AUTH_TOKENS", "one, two ,")
+    monkeypatch.setenv("AEGIS_AUTH_RATE_PER_S", "5")
+    ns = build_parser().parse_args(
+        ["gateway", "--query", "q:1", "--document", "d:1", "--auth-tokens-file", "t",
+         "--pool-tls-ca", "ca.pem", "--pool-tls-cert", "c.pem", "--pool-tls-key", "k.pem",
+         "--pool-tls-server-name", "enc", "--max-inflight-requests", "7",
+         "--max-concurrent-streams", "3", "--max-request-tokens", "900"]
+    )  # fmt: skip
+    s = _settings(GatewaySettings, ns)
+    assert s.auth_tokens == ["one", "two"] and s.auth_rate_per_s == 5
+    assert str(s.auth_tokens_file) == "t" and str(s.pool_tls_ca) == "ca.pem"
+    assert s.pool_tls_server_name == "enc" and s.max_inflight_requests == 7
+    assert (s.max_concurrent_streams, s.max_request_tokens) == (3, 900)
