@@ -237,3 +237,11 @@ def test_cli_flags_and_environment_reach_the_gateway_settings(monkeypatch, tmp_p
     assert str(s.auth_tokens_file) == "t" and str(s.pool_tls_ca) == "ca.pem"
     assert s.pool_tls_server_name == "enc" and s.max_inflight_requests == 7
     assert (s.max_concurrent_streams, s.max_request_tokens) == (3, 900)
+
+
+def test_gateway_refuses_to_start_with_an_unreadable_tokens_file(tmp_path):
+    from aegis_serve.cli import main
+
+    with pytest.raises(SystemExit, match="cannot read auth_tokens_file"):
+        main(["gateway", "--query", "q:1", "--document", "d:1",
+              "--auth-tokens-file", str(tmp_path / "nope")])  # fmt: skip

@@ -7,10 +7,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from aegis_serve.common.logs import setup_logging
+
+if TYPE_CHECKING:
+    from aegis_serve.settings import GatewaySettings
 
 S = argparse.SUPPRESS  # flags not given stay unset, so env vars and defaults apply
 
@@ -196,8 +200,21 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
 
     settings = _settings(GatewaySettings, ns)
     setup_logging(settings.log_level, settings.log_json, "gateway")
+    _check_secret_files(settings)
     asyncio.run(run_gateway(settings))
     return 0
+
+
+def _check_secret_files(settings: GatewaySettings) -> None:
+    """Fail at start, with the file named, on unreadable tokens or pool certificates."""
+    from aegis_serve.common.auth import load_principals
+    from aegis_serve.common.tls import channel_credentials
+
+    try:
+        load_principals(settings.auth_tokens, settings.auth_tokens_file)
+        channel_credentials(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+    except ValueError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
 
 
 def _cmd_up(ns: argparse.Namespace) -> int:
