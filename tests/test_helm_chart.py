@@ -361,6 +361,7 @@ def test_tls_and_auth_are_files_from_secrets() -> None:
         assert env["AEGIS_TLS_CERT"] == "/etc/aegis/tls/tls.crt"
         assert env["AEGIS_TLS_CA"] == "/etc/aegis/tls/ca.crt"
         assert env["AEGIS_AUTH_TOKENS_FILE"] == "/etc/aegis/auth/tokens"
+        assert env["AEGIS_AUTH_RATE_PER_S"] == "0" and env["AEGIS_AUTH_BURST"] == "20"
         spec = rendered.deployment("gateway")["spec"]["template"]["spec"]
         secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
         assert set(secrets) == {"tls", "auth"}

@@ -7,10 +7,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from aegis_serve.common.logs import setup_logging
+
+if TYPE_CHECKING:
+    from aegis_serve.settings import GatewaySettings
 
 S = argparse.SUPPRESS  # flags not given stay unset, so env vars and defaults apply
 
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--max-queue-texts", type=int, default=S)
     enc.add_argument("--max-texts-per-request", type=int, default=S)
     enc.add_argument("--batch-wait-ms", type=float, default=S)
+    enc.add_argument("--max-input-tokens", type=int, default=S, help="0 = the model's limit")
+    enc.add_argument("--max-request-tokens", type=int, default=S, help="per Encode; 0 = none")
 
     gw = sub.add_parser("gateway", help="run the public gateway")
     _common(gw)
@@ -57,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--encoder-timeout-s", type=float, default=S)
     gw.add_argument("--health-interval-s", type=float, default=S)
     gw.add_argument("--no-query-fallback", dest="query_fallback", action="store_false", default=S)
+    gw.add_argument("--max-request-tokens", type=int, default=S, help="per request; 0 = none")
+    gw.add_argument("--max-inflight-requests", type=int, default=S)
+    gw.add_argument("--max-inflight-inputs", type=int, default=S)
+    gw.add_argument("--max-concurrent-streams", type=int, default=S, help="open EmbedStreams")
+    gw.add_argument("--auth-tokens-file", default=S, help="one token per line (see docs)")
+    gw.add_argument("--auth-rate-per-s", type=float, default=S, help="per token; 0 = no limit")
+    gw.add_argument("--auth-burst", type=int, default=S)
+    gw.add_argument("--pool-tls-ca", default=S, help="CA of the encoders' certs (TLS to pools)")
+    gw.add_argument("--pool-tls-cert", default=S, help="gateway client cert for pool mTLS")
+    gw.add_argument("--pool-tls-key", default=S)
+    gw.add_argument("--pool-tls-server-name", default=S, help="name the encoder certs carry")
 
     up = sub.add_parser("up", help="run query pool, document pool and gateway locally")
     _common(up)
@@ -192,8 +209,21 @@ def _cmd_gateway(ns: argparse.Namespace) -> int:
 
     settings = _settings(GatewaySettings, ns)
     setup_logging(settings.log_level, settings.log_json, "gateway")
+    _check_secret_files(settings)
     asyncio.run(run_gateway(settings))
     return 0
+
+
+def _check_secret_files(settings: GatewaySettings) -> None:
+    """Fail at start, with the file named, on unreadable tokens or pool certificates."""
+    from aegis_serve.common.auth import load_principals
+    from aegis_serve.common.tls import channel_credentials
+
+    try:
+        load_principals(settings.auth_tokens, settings.auth_tokens_file)
+        channel_credentials(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+    except ValueError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
 
 
 def _cmd_up(ns: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -49,6 +49,12 @@ class EncoderSettings(CommonSettings):
     max_queue_texts: int = Field(4096, ge=1, description="queued texts before RESOURCE_EXHAUSTED")
     max_texts_per_request: int = Field(2048, ge=1)
     batch_wait_ms: float = Field(0.0, ge=0, description="extra wait to grow a batch")
+    max_input_tokens: int = Field(
+        0, ge=0, description="tokens per text, capped below the model's own limit; 0 = model's"
+    )
+    max_request_tokens: int = Field(
+        0, ge=0, description="tokens per Encode call, checked before the model; 0 = no limit"
+    )
 
 
 def _split_targets(value: object) -> object:
@@ -68,9 +74,34 @@ class GatewaySettings(CommonSettings):
     encoder_timeout_s: float = Field(120.0, gt=0, description="deadline when the caller sets none")
     health_interval_s: float = Field(2.0, gt=0)
     query_fallback: bool = Field(True, description="serve queries on the document pool if needed")
-    max_concurrent_streams: int = Field(256, ge=1)
+    max_concurrent_streams: int = Field(256, ge=1, description="open EmbedStream calls")
+    max_request_tokens: int = Field(
+        0, ge=0, description="tokens per Embed request (all chunks together); 0 = no limit"
+    )
+    max_inflight_requests: int = Field(1024, ge=1, description="Embed/Tokenize being served")
+    max_inflight_inputs: int = Field(65536, ge=1, description="input texts being served")
+    # Bearer-token auth (common/auth.py); no tokens configured = auth off.
+    auth_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auth_tokens_file: Path | None = None
+    auth_rate_per_s: float = Field(0.0, ge=0, description="requests/s per token; 0 = no limit")
+    auth_burst: int = Field(20, ge=1, description="requests a token may send at once")
+    # mTLS gateway -> pools: CA that signed the encoders' certs, and the gateway's client cert.
+    pool_tls_ca: Path | None = None
+    pool_tls_cert: Path | None = None
+    pool_tls_key: Path | None = None
+    pool_tls_server_name: str = Field("", description="expected name in the encoders' certs")
 
-    _split_q = field_validator("query", "document", mode="before")(_split_targets)
+    _split_q = field_validator("query", "document", "auth_tokens", mode="before")(_split_targets)
+
+    @model_validator(mode="after")
+    def _pool_tls_pairs(self) -> GatewaySettings:
+        if bool(self.pool_tls_cert) != bool(self.pool_tls_key):
+            raise ValueError("pool_tls_cert and pool_tls_key go together")
+        if self.pool_tls_cert and not self.pool_tls_ca:
+            raise ValueError("pool_tls_cert needs pool_tls_ca (the CA of the encoders' certs)")
+        if self.pool_tls_server_name and not self.pool_tls_ca:
+            raise ValueError("pool_tls_server_name needs pool_tls_ca")
+        return self
 
     @field_validator("query", "document")
     @classmethod

@@ -12,6 +12,7 @@ from opentelemetry import trace
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.common.errors import ServiceError, abort, invalid
+from aegis_serve.common.limits import request_token_budget
 from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
 from aegis_serve.encoder.observe import EncoderObserver
 from aegis_serve.models.embedder import Embedder, TokenizedText
@@ -41,6 +42,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self.settings = settings
         self.role = settings.role
         self.observer = observer or EncoderObserver(settings.role)
+        # Per-text cap: the operator's, never above what the model can take.
+        self.max_input_tokens = min(
+            settings.max_input_tokens or embedder.max_tokens, embedder.max_tokens
+        )
         self._info = self._build_info()
 
     # ------------------------------------------------------------- helpers
@@ -74,8 +79,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     async def _tokenize(self, texts: list[str], prompt: str) -> list[TokenizedText]:
         if sum(map(len, texts)) > _INLINE_TOKENIZE_CHARS:
-            return await asyncio.to_thread(self.embedder.tokenize, texts, prompt)
-        return self.embedder.tokenize(texts, prompt)
+            return await asyncio.to_thread(
+                self.embedder.tokenize, texts, prompt, self.max_input_tokens
+            )
+        return self.embedder.tokenize(texts, prompt, self.max_input_tokens)
 
     def _build_info(self) -> encoder_pb2.GetInfoResponse:
         e = self.embedder
@@ -91,7 +98,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             dimensions=e.dim,
             matryoshka_dimensions=list(e.space.matryoshka_dims),
             layer_options=list(e.space.layer_options),
-            max_input_tokens=e.max_tokens,
+            max_input_tokens=self.max_input_tokens,
             device=str(e.device),
             dtype=e.dtype_name,
             role=self.role,
@@ -136,9 +143,18 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             for i, it in enumerate(items):
                 if it.truncated:
                     raise invalid(
-                        f"inputs[{i}] has {it.original_tokens} tokens, more than the model's "
-                        f"limit of {self.embedder.max_tokens}; shorten it or use TRUNCATE_END"
+                        f"inputs[{i}] has {it.original_tokens} tokens, more than the "
+                        f"limit of {self.max_input_tokens}; shorten it or use TRUNCATE_END"
                     )
+        budget = request_token_budget(
+            self.settings.max_request_tokens, context.invocation_metadata()
+        )
+        total = sum(len(it.ids) for it in items)
+        if budget and total > budget:
+            raise invalid(
+                f"inputs have {total} tokens in total; the limit is {budget} tokens per "
+                "request (split it into smaller requests)"
+            )
         remaining = context.time_remaining()
         deadline = None
         if remaining is not None:
@@ -184,7 +200,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             return self._tokenize_response(details)
 
     def _tokenize_response(self, details: list) -> encoder_pb2.TokenizeResponse:
-        limit = self.embedder.max_tokens
+        limit = self.max_input_tokens
         return encoder_pb2.TokenizeResponse(
             texts=[
                 encoder_pb2.TokenizedText(

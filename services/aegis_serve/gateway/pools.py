@@ -101,10 +101,11 @@ class Pool:
         targets: Sequence[str],
         max_message_bytes: int,
         credentials: grpc.ChannelCredentials | None = None,
+        extra_options: Sequence[tuple[str, object]] = (),
     ) -> Pool:
         replicas = []
         for target in targets:
-            opts = channel_options(max_message_bytes)
+            opts = channel_options(max_message_bytes) + list(extra_options)
             channel = (
                 grpc.aio.secure_channel(target, credentials, options=opts)
                 if credentials

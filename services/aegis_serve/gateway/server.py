@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 
+import grpc
+
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
+from aegis_serve.common.auth import Authenticator, AuthInterceptor, load_principals
 from aegis_serve.common.server import (
     NOT_SERVING,
     SERVING,
@@ -14,6 +17,7 @@ from aegis_serve.common.server import (
     serve_until_signal,
     start_server,
 )
+from aegis_serve.common.tls import channel_credentials, server_name_options
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.service import EmbedServicer, Gateway
 from aegis_serve.settings import GatewaySettings
@@ -89,10 +93,35 @@ class GatewayRuntime:
             await pool.close()
 
 
+def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerInterceptor]:
+    """The bearer-token interceptor when tokens are configured (else auth is off)."""
+    principals = load_principals(settings.auth_tokens, settings.auth_tokens_file)
+    if not principals:
+        return []
+    log.info(
+        "bearer-token auth on: %d tokens (%s)%s",
+        len(principals),
+        ", ".join(p.name for p in principals),
+        f", {settings.auth_rate_per_s:g} req/s per token" if settings.auth_rate_per_s else "",
+    )
+    auth = Authenticator(principals, settings.auth_rate_per_s, settings.auth_burst)
+    return [AuthInterceptor(auth)]
+
+
+def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
+    """Channels to both pools: plaintext, or TLS (mTLS with a client cert) per pool_tls_*."""
+    creds = channel_credentials(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+    extra = server_name_options(settings.pool_tls_server_name)
+    return (
+        Pool.connect("query", settings.query, settings.max_message_bytes, creds, extra),
+        Pool.connect("document", settings.document, settings.max_message_bytes, creds, extra),
+    )
+
+
 async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
     """Start the gateway on settings.port (0 = ephemeral) after a first probe of the pools."""
-    query = Pool.connect("query", settings.query, settings.max_message_bytes)
-    document = Pool.connect("document", settings.document, settings.max_message_bytes)
+    interceptors = auth_interceptors(settings)
+    query, document = connect_pools(settings)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
     handle = await start_server(
@@ -100,6 +129,7 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
         settings.port,
         lambda server: embed_pb2_grpc.add_EmbedServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
+        interceptors,
     )
     runtime = GatewayRuntime(handle, gateway)
     await runtime.refresh()

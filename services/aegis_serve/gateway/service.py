@@ -18,12 +18,14 @@ from opentelemetry import trace
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError, abort, invalid
+from aegis_serve.common.limits import REQUEST_TOKENS_KEY
 from aegis_serve.common.quantize import (
     ENCODING_VALUES,
     encode_rows,
     quantize,
     truncate_and_renormalize,
 )
+from aegis_serve.gateway.admission import Admission
 from aegis_serve.gateway.pools import Pool, PoolUnavailable
 from aegis_serve.gateway.validation import (
     ROLES,
@@ -48,6 +50,8 @@ NO_PROMPT = "-"
 MIN_CHUNK_TEXTS = 32
 _INPUT_INDEX = re.compile(r"inputs\[(\d+)\]")
 STREAM_IN_FLIGHT = 16
+# Trailing metadata of encoder errors passed on to the caller.
+PASSED_TRAILERS = ("retry-after-ms",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class Gateway:
         self.space_mismatch = False
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
         self.metrics = gateway_instruments()
+        self.admission = Admission(
+            settings.max_inflight_requests,
+            settings.max_inflight_inputs,
+            settings.max_concurrent_streams,
+        )
 
     @property
     def pools(self) -> tuple[Pool, Pool]:
@@ -131,9 +140,7 @@ class Gateway:
     def space_options(self, route: Route) -> tuple[list[int], list[int]]:
         info = self.document.info or route.pool.info
         if info is None:
-            raise ServiceError(
-                grpc.StatusCode.UNAVAILABLE, f"{route.pool.role} pool has not answered yet"
-            )
+            raise self.unavailable(route.pool, "; it has not answered yet")
         layers = list(info.layer_options) if route.pool.role == "document" else []
         return list(info.matryoshka_dimensions), layers
 
@@ -159,7 +166,16 @@ class Gateway:
     async def embed(
         self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
     ) -> embed_pb2.EmbedResponse:
+        with self.admission.request(len(plan.inputs)):
+            return await self._embed(plan, metadata, timeout)
+
+    async def _embed(
+        self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
+    ) -> embed_pb2.EmbedResponse:
         started = time.perf_counter_ns()
+        budget = self.settings.max_request_tokens
+        if budget:  # each chunk is checked against the whole budget before the model
+            metadata = [*metadata, (REQUEST_TOKENS_KEY, str(budget))]
         with span("route", **{"aegis.input_type": plan.role}) as route_span:
             route = self.route(plan.role)
             dims_offered, layers_offered = self.space_options(route)
@@ -178,6 +194,11 @@ class Gateway:
                 matrix = truncate_and_renormalize(matrix, dims)
             quantized = quantize(matrix, plan.encoding, self.calibration(dims))
         tokens = [t for p in parts for t in p.token_counts]
+        if budget and sum(tokens) > budget:
+            raise invalid(
+                f"inputs have {sum(tokens)} tokens in total; the limit is {budget} tokens per "
+                "request (split it into smaller requests)"
+            )
         labels = {"pool": route.pool.role}
         self.metrics.inputs.add(len(tokens), labels)
         self.metrics.input_tokens.add(sum(tokens), labels)
@@ -258,7 +279,13 @@ class Gateway:
                 )
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
 
-        parts = list(await asyncio.gather(*(call(r, i * chunk) for i, r in enumerate(requests))))
+        tasks = [asyncio.create_task(call(r, i * chunk)) for i, r in enumerate(requests)]
+        try:
+            parts = list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # a failed chunk fails the request: free the others' slots
+                task.cancel()
+            raise
         for req, part in zip(requests, parts, strict=True):
             if part.rows != len(req.texts) or len(part.matrix) != 4 * part.rows * part.cols:
                 raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a malformed matrix")
@@ -271,6 +298,12 @@ class Gateway:
         role = role_of(req.input_type)
         inputs = list(req.inputs)
         check_inputs(inputs, self.limits)
+        with self.admission.request(len(inputs)):
+            return await self._tokenize(req, role, inputs, timeout)
+
+    async def _tokenize(
+        self, req: embed_pb2.TokenizeRequest, role: str, inputs: list[str], timeout: float
+    ) -> embed_pb2.TokenizeResponse:
         route = self.route(role)
         prompt = route.prompt_name if req.add_prompt else NO_PROMPT
         try:
@@ -336,7 +369,9 @@ def _rpc_status(exc: BaseException) -> ServiceError:
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, grpc.aio.AioRpcError):
-        return ServiceError(exc.code(), exc.details() or exc.code().name)
+        # Keep the encoder's back-off hint when passing its RESOURCE_EXHAUSTED on.
+        trailers = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in PASSED_TRAILERS)
+        return ServiceError(exc.code(), exc.details() or exc.code().name, trailers)
     log.exception("unexpected error", exc_info=exc)
     return ServiceError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
@@ -382,14 +417,27 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         request_iterator: AsyncIterator[embed_pb2.EmbedRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[embed_pb2.EmbedResponse]:
-        """Requests run concurrently (bounded); responses come back in request order."""
+        """Requests run concurrently (bounded); responses come back in request order.
+
+        The stream's span is the parent of one `embed` span per message (the message tasks
+        copy the current context, so they join the caller's trace)."""
+        with self._scope("EmbedStream", context) as rpc, contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.gw.admission.stream())
+            except ServiceError as err:
+                rpc.fail(err.code, err.message)
+                await abort(context, err)
+            async for response in self._stream(request_iterator, context):
+                yield response
+
+    async def _stream(
+        self,
+        request_iterator: AsyncIterator[embed_pb2.EmbedRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[embed_pb2.EmbedResponse]:
         metadata = forwarded(context)
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         pending: asyncio.Queue[asyncio.Task[embed_pb2.EmbedResponse] | None] = asyncio.Queue()
-        # The stream's span is the parent of one `embed` span per message; the tasks below
-        # copy the current context, so they join the caller's trace.
-        scope = self._scope("EmbedStream", context)
-        scope.__enter__()
 
         async def one(request: embed_pb2.EmbedRequest) -> embed_pb2.EmbedResponse:
             with span("embed", **{"aegis.inputs": len(request.inputs)}) as message_span:
@@ -418,16 +466,10 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 slots.release()
                 yield response
             await read_task
-        except BaseException as exc:
-            scope.__exit__(type(exc), exc, exc.__traceback__)
-            scope = None
-            raise
         finally:
             read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read_task
-            if scope is not None:
-                scope.__exit__(None, None, None)
 
     async def Tokenize(
         self, request: embed_pb2.TokenizeRequest, context: grpc.aio.ServicerContext

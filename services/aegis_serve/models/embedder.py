@@ -187,6 +187,8 @@ class Embedder:
         self._tok_trunc = Tokenizer.from_str(serialized)
         self._tok_trunc.no_padding()
         self._tok_trunc.enable_truncation(self.max_tokens)
+        self._serialized_tokenizer = serialized
+        self._tok_capped: dict[int, Tokenizer] = {}
         self.hf_tokenizer = hf_tok
 
     def _position_limit(self) -> int | None:
@@ -220,9 +222,23 @@ class Embedder:
             out = [t.lower() for t in out]
         return out
 
-    def tokenize(self, texts: Sequence[str], prompt: str = "") -> list[TokenizedText]:
-        """Token ids per text, truncated to max_tokens (flagged when cut)."""
-        encodings = self._tok_trunc.encode_batch(self._prepare(texts, prompt))
+    def _truncating(self, max_tokens: int | None) -> Tokenizer:
+        """A tokenizer cutting at `max_tokens` (a serving cap below the model's limit)."""
+        if not max_tokens or max_tokens >= self.max_tokens:
+            return self._tok_trunc
+        tok = self._tok_capped.get(max_tokens)
+        if tok is None:
+            tok = Tokenizer.from_str(self._serialized_tokenizer)
+            tok.no_padding()
+            tok.enable_truncation(max_tokens)
+            self._tok_capped[max_tokens] = tok
+        return tok
+
+    def tokenize(
+        self, texts: Sequence[str], prompt: str = "", max_tokens: int | None = None
+    ) -> list[TokenizedText]:
+        """Token ids per text, truncated to max_tokens (default and ceiling: the model's)."""
+        encodings = self._truncating(max_tokens).encode_batch(self._prepare(texts, prompt))
         prompt_tokens = self._prompt_tokens(prompt)
         out = []
         for enc in encodings:
