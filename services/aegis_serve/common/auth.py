@@ -195,8 +195,11 @@ def _deny_handler(handler: grpc.RpcMethodHandler, denied: Denied) -> grpc.RpcMet
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks every call except health and reflection before the handler runs."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(
+        self, auth: Authenticator, on_denied: Callable[[str, grpc.StatusCode], None] | None = None
+    ) -> None:
         self.auth = auth
+        self.on_denied = on_denied  # metrics: (short method name, status)
 
     async def intercept_service(
         self,
@@ -214,6 +217,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = self.auth.check(method, header if isinstance(header, str) else None)
         except Denied as denied:
             log.warning("denied %s: %s", method, denied.message)
+            if self.on_denied is not None:
+                self.on_denied(method.rsplit("/", 1)[-1], denied.code)
             return _deny_handler(handler, denied)
         log.debug("%s by %s", method, principal.name)
         return handler

@@ -105,7 +105,12 @@ def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerIntercep
         f", {settings.auth_rate_per_s:g} req/s per token" if settings.auth_rate_per_s else "",
     )
     auth = Authenticator(principals, settings.auth_rate_per_s, settings.auth_burst)
-    return [AuthInterceptor(auth)]
+    requests = gateway_instruments().requests
+
+    def count_denied(method: str, code: grpc.StatusCode) -> None:
+        requests.add(1, {"method": method, "pool": "none", "status": code.name})
+
+    return [AuthInterceptor(auth, count_denied)]
 
 
 def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
