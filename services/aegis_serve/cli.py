@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=S)
     enc.add_argument("--threads", type=int, default=S)
     enc.add_argument("--attention", choices=["auto", "packed", "padded"], default=S)
+    enc.add_argument(
+        "--backend",
+        choices=["torch", "torch-int8", "onnx", "onnx-int8"],
+        default=S,
+        help="CPU runtime (onnx*: pip install 'aegis-serve[onnx]'; full depth only)",
+    )
     enc.add_argument("--max-batch-tokens", type=int, default=S)
     enc.add_argument("--max-batch-texts", type=int, default=S)
     enc.add_argument("--max-queue-texts", type=int, default=S)

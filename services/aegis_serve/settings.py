@@ -41,6 +41,9 @@ class EncoderSettings(CommonSettings):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
+    backend: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
+        "torch", description="CPU model runtime; onnx* need the `onnx` extra (full depth only)"
+    )
     attention: Literal["auto", "packed", "padded"] = Field(
         "auto", description="packed = one sequence per batch with FlexAttention (ModernBERT)"
     )

@@ -276,7 +276,9 @@ class EmbedClient(_ClientBase):
     def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
         return self._stub.GetInfo(
-            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._call_metadata()
+            embed_pb2.GetInfoRequest(),
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
 
     def close(self) -> None:
@@ -348,7 +350,9 @@ class AsyncEmbedClient(_ClientBase):
     async def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
         return await self._stub.GetInfo(
-            embed_pb2.GetInfoRequest(), timeout=self._deadline(timeout), metadata=self._call_metadata()
+            embed_pb2.GetInfoRequest(),
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
 
     async def close(self) -> None:

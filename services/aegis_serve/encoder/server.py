@@ -29,6 +29,7 @@ def load_embedder(settings: EncoderSettings) -> Embedder:
         dtype=settings.dtype,
         threads=settings.threads or None,
         attention=settings.attention,
+        backend=settings.backend,
     )
 
 

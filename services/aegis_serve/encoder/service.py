@@ -99,7 +99,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             matryoshka_dimensions=list(e.space.matryoshka_dims),
             layer_options=list(e.space.layer_options),
             max_input_tokens=self.max_input_tokens,
-            device=str(e.device),
+            device=e.device_label,
             dtype=e.dtype_name,
             role=self.role,
             prompts=e.prompts,

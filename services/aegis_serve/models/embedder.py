@@ -33,6 +33,9 @@ from aegis_serve.models.st_dir import (
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch: the model as loaded; torch-int8: torch dynamic int8 Linear layers (CPU);
+# onnx / onnx-int8: the transformer run by ONNX Runtime (CPU, full depth; models/onnx_runtime.py).
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 _ACT = {
     "identity": lambda x: x,
     "tanh": torch.tanh,
@@ -65,6 +68,17 @@ class TokenDetail:
     special: bool
 
 
+def _dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 weights for every Linear, activations quantized per call (CPU only)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's move-to-torchao notice
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def _resolve_attr(obj: object, dotted: str) -> object | None:
     for part in dotted.split("."):
         obj = getattr(obj, part, None)
@@ -85,8 +99,14 @@ class Embedder:
         threads: int | None = None,
         attn_implementation: str | None = "sdpa",
         attention: str = "auto",
+        backend: str = "torch",
     ) -> None:
         self.cfg: StModelConfig = read_st_config(model_dir)
+        if backend not in BACKENDS:
+            raise ModelDirError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        if backend != "torch" and (device != "cpu" or dtype not in (None, "float32")):
+            raise ModelDirError(f"backend {backend!r} runs on cpu in float32 only")
+        self.backend = backend
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelDirError(f"device {device!r} requested but CUDA is not available")
         self.device = torch.device(device)
@@ -98,6 +118,8 @@ class Embedder:
         if threads:
             torch.set_num_threads(threads)
         self.model = self._load_transformer(attn_implementation)
+        if backend == "torch-int8":
+            self.model = _dynamic_int8(self.model)
         self.hf_config = self.model.config
         self.packs_sequences = self._use_packed(attention)
         self.num_layers = int(self.hf_config.num_hidden_layers)
@@ -108,6 +130,7 @@ class Embedder:
         self._load_tokenizer()
         self.prompts = dict(self.cfg.prompts)
         self._prompt_len_cache: dict[str, int] = {}
+        self._onnx = self._load_onnx(threads) if backend.startswith("onnx") else None
 
     # ---------------------------------------------------------------- loading
     def _load_transformer(self, attn_implementation: str | None) -> torch.nn.Module:
@@ -124,6 +147,17 @@ class Embedder:
             kwargs.pop("attn_implementation")
             model = AutoModel.from_pretrained(path, **kwargs)
         return model.to(self.device).eval()
+
+    def _load_onnx(self, threads: int | None) -> object:
+        from aegis_serve.models.onnx_runtime import OnnxEncoder, prepared_model
+
+        if len(self.space.layer_options) > 1:
+            raise ModelDirError(
+                f"backend {self.backend!r} serves full depth only; this model offers layer exit "
+                f"{list(self.space.layer_options)}: use the torch backend"
+            )
+        path = prepared_model(self.model, self.cfg.transformer_dir, self.backend, self.max_tokens)
+        return OnnxEncoder(path, threads)
 
     def _use_packed(self, attention: str) -> bool:
         """Packed FlexAttention for ModernBERT ('auto': on CUDA, where it measured 1.5× the
@@ -327,10 +361,13 @@ class Embedder:
             emb = self._forward_packed(batch, layers)
         else:
             dev = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self._depth(layers):
-                hidden = self.model(
-                    input_ids=dev["input_ids"], attention_mask=dev["attention_mask"]
-                ).last_hidden_state
+            if self._onnx is not None:  # full depth only (checked at load)
+                hidden = self._onnx(dev["input_ids"], dev["attention_mask"])
+            else:
+                with self._depth(layers):
+                    hidden = self.model(
+                        input_ids=dev["input_ids"], attention_mask=dev["attention_mask"]
+                    ).last_hidden_state
             emb = self._pool(hidden.float(), dev["pool_mask"], dev["attention_mask"])
         return self._head(emb)
 
@@ -393,6 +430,11 @@ class Embedder:
             out[chunk] = self.forward(self.collate([items[i] for i in chunk]), layers)
         return out
 
+    @property
+    def device_label(self) -> str:
+        """Where and how the model runs, as GetInfo reports it (e.g. 'cpu (onnx-int8)')."""
+        return str(self.device) if self.backend == "torch" else f"{self.device} ({self.backend})"
+
     def describe(self) -> dict[str, object]:
         return {
             "model": self.space.model_id,
@@ -403,6 +445,7 @@ class Embedder:
             "max_tokens": self.max_tokens,
             "device": str(self.device),
             "dtype": self.dtype_name,
+            "backend": self.backend,
             "threads": torch.get_num_threads(),
             "pid": os.getpid(),
         }
