@@ -108,3 +108,27 @@ def test_cli_backend_flag_reaches_the_encoder_settings() -> None:
     bad = build_parser()
     with pytest.raises(SystemExit):
         bad.parse_args(["encoder", "--model", "m", "--role", "query", "--backend", "tvm"])
+
+
+def test_bench_backends_writes_its_section(tmp_path: Path) -> None:
+    """The bench end to end on a tiny JSON dataset (the student embeds the documents too)."""
+    import json
+
+    from aegis_serve.bench.backends import BackendsBenchConfig, run_backends_bench
+
+    dataset = tmp_path / "set.json"
+    docs = ["zebra: a striped horse", "bread: food baked from dough", "black hole: dense star"]
+    dataset.write_text(json.dumps({"queries": TEXTS[:3], "documents": docs, "relevant": [0, 2, 1]}))
+    cfg = BackendsBenchConfig(
+        teacher="builtin:query", dataset=str(dataset), backends=["torch", "onnx"], requests=5,
+        batch_texts=3, out_dir=tmp_path / "docs", command="test", progress=False,
+    )  # fmt: skip
+    payload = run_backends_bench(cfg)
+    rows = {r["backend"]: r for r in payload["rows"]}
+    assert rows["torch"]["latency_speedup"] == 1.0
+    assert rows["onnx"]["cos_to_torch_min"] > 0.9999
+    assert rows["onnx"]["ndcg_at_10"] == rows["torch"]["ndcg_at_10"]
+    saved = json.loads((tmp_path / "docs/results/query_backends.json").read_text())
+    assert [r["backend"] for r in saved["rows"]] == ["torch", "onnx"]
+    assert (tmp_path / "docs/results/query_backends.png").stat().st_size > 0
+    assert "## Query model backends" in (tmp_path / "docs/benchmarks.md").read_text()

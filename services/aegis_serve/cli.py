@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from aegis_serve.common.logs import setup_logging
+from aegis_serve.settings import BACKENDS
 
 if TYPE_CHECKING:
     from aegis_serve.settings import GatewaySettings
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     qb.add_argument("--concurrency", default="1,8,64,256")
     qb.add_argument("--max-seconds", type=float, default=30.0, help="per measured run")
     qb.add_argument("--batch-wait-ms", type=float, default=0.0)
+    qb.add_argument("--backend", default="torch", choices=BACKENDS)
     qb.add_argument("--out-dir", default="docs")
     qb.add_argument("--peers", default="naive_st,infinity", help="peers to measure too ('' = none)")
     qb.add_argument(
@@ -154,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--split-procs", type=int, default=2, help="gateway_2proc query processes (0 = skip)"
     )
     qb.add_argument("--split-concurrency", type=int, default=64)
+
+    bb = bench_sub.add_parser("backends", help="query model backends: latency, speed, quality")
+    bb.add_argument("--model", default="builtin:query")
+    bb.add_argument("--teacher", default="builtin:document", help="embeds the documents")
+    bb.add_argument("--dataset", default="wordnet")
+    bb.add_argument("--backends", default="torch,torch-int8,onnx,onnx-int8")
+    bb.add_argument("--threads", type=int, default=0, help="0 = torch default (all cores)")
+    bb.add_argument("--requests", type=int, default=300, help="single queries per backend")
+    bb.add_argument("--batch-texts", type=int, default=1024, help="batched texts per backend")
+    bb.add_argument("--out-dir", default="docs")
 
     tb = bench_sub.add_parser("telemetry", help="gateway latency with tracing + metrics on vs off")
     tb.add_argument("--model", default="builtin:query")
@@ -291,6 +303,10 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         from aegis_serve.bench.query import main_args as query_main
 
         return query_main(ns)
+    if ns.bench == "backends":
+        from aegis_serve.bench.backends import main_args as backends_main
+
+        return backends_main(ns)
     if ns.bench == "telemetry":
         from aegis_serve.bench.telemetry import main_args as telemetry_main
 

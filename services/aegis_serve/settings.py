@@ -7,12 +7,16 @@ the parsing and validation, so a bad value fails at start with the field's name)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+# The query model's CPU runtime: torch as loaded, torch dynamic int8, ONNX Runtime (fp32 or
+# int8 weights; the `onnx` extra). See models/embedder.py and docs/benchmarks.md.
+Backend = Literal["torch", "torch-int8", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class CommonSettings(BaseSettings):
@@ -41,7 +45,7 @@ class EncoderSettings(CommonSettings):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
-    backend: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
+    backend: Backend = Field(
         "torch", description="CPU model runtime; onnx* need the `onnx` extra (full depth only)"
     )
     attention: Literal["auto", "packed", "padded"] = Field(

@@ -75,6 +75,7 @@ class QueryBenchConfig:
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 64, 256])
     max_seconds: float = 30.0
     batch_wait_ms: float = 0.0
+    backend: str = "torch"  # the query model's runtime in-process and in the encoders
     out_dir: Path = Path("docs")
     command: str = ""
     progress: bool = True
@@ -107,7 +108,7 @@ def _row(system: str, concurrency: int, res: LoadResult, **extra: Any) -> dict[s
 def _load_in_process(cfg: QueryBenchConfig, model_dir: Path, texts: list[str]) -> Any:
     from aegis_serve.models.embedder import Embedder
 
-    emb = Embedder(model_dir, threads=cfg.total_threads)
+    emb = Embedder(model_dir, threads=cfg.total_threads, backend=cfg.backend)
     for t in texts[:20]:
         emb.embed([t])
     return emb
@@ -249,7 +250,8 @@ def start_systems(
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def pool(threads: int, n: int) -> tuple[list[str], str]:
-        return start_query_gateway(model_dir, threads, n, env, stack, cfg.batch_wait_ms)
+        backend = (["--backend", cfg.backend], [])
+        return start_query_gateway(model_dir, threads, n, env, stack, cfg.batch_wait_ms, backend)
 
     threads = cfg.total_threads
     (encoder,), gateway = pool(threads, 1)
@@ -439,7 +441,8 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
     floor = next(r for r in rows if r["system"] == "in_process")
     ratios = compute_ratios(rows, cfg)
     lines = ["## Query path", "", f"- command: `{cfg.command}`",
-             f"- machine: {machine}; date: {today()}; model: {model}; "
+             f"- machine: {machine}; date: {today()}; model: {model} "
+             f"(backend {cfg.backend} in-process and in the encoders; peers: their own); "
              f"threads: {cfg.total_threads} per system (all systems on the same cores; for "
              "each concurrency the systems are loaded in turn, the others idle)"]  # fmt: skip
     for system in ("encoder", "gateway"):
@@ -507,7 +510,7 @@ def run_query_bench(cfg: QueryBenchConfig) -> dict[str, Any]:
         rows = asyncio.run(measure(cfg, targets, emb, texts))
     machine = machine_description()
     payload = {"machine": machine, "date": today(), "command": cfg.command,
-               "model": model_dir.name, "model_dir": str(model_dir),
+               "model": model_dir.name, "model_dir": str(model_dir), "backend": cfg.backend,
                "threads": cfg.total_threads, "rows": rows,
                "ratios": compute_ratios(rows, cfg), "notes": list(cfg.notes)}  # fmt: skip
     results = cfg.out_dir / "results"
@@ -522,7 +525,7 @@ def main_args(ns: Any) -> int:
     cfg = QueryBenchConfig(
         model=ns.model, threads=ns.threads, requests=ns.requests,
         concurrency=[int(c) for c in ns.concurrency.split(",")], max_seconds=ns.max_seconds,
-        batch_wait_ms=ns.batch_wait_ms, out_dir=Path(ns.out_dir),
+        batch_wait_ms=ns.batch_wait_ms, backend=ns.backend, out_dir=Path(ns.out_dir),
         command="aegis-serve " + " ".join(sys.argv[1:]),
         peers=[p for p in ns.peers.split(",") if p], infinity_bin=ns.infinity_bin or None,
         naive_workers=ns.naive_workers, split_procs=ns.split_procs,

@@ -29,13 +29,13 @@ from aegis_serve.models.st_dir import (
     build_manifest,
     read_st_config,
 )
+from aegis_serve.settings import BACKENDS
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # torch: the model as loaded; torch-int8: torch dynamic int8 Linear layers (CPU);
 # onnx / onnx-int8: the transformer run by ONNX Runtime (CPU, full depth; models/onnx_runtime.py).
-BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 _ACT = {
     "identity": lambda x: x,
     "tanh": torch.tanh,
