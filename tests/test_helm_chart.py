@@ -163,6 +163,12 @@ def test_cpu_demo_requests_no_gpu_at_all() -> None:
     assert rendered.env("document")["AEGIS_DEVICE"] == "cpu"
 
 
+def test_query_pool_runs_onnx_and_document_pool_torch(r: Rendered) -> None:
+    """ONNX gives the query student the same vectors faster; layer exit and GPUs need torch."""
+    assert r.env("query")["AEGIS_BACKEND"] == "onnx"
+    assert r.env("document")["AEGIS_BACKEND"] == "torch"
+
+
 # ---------------------------------------------------------------------------------- probes
 def test_probes_use_grpc_health_service_on_the_serving_port(r: Rendered) -> None:
     for component in COMPONENTS:

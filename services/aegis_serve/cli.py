@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--document-model", default=S)
     up.add_argument("--document-device", default=S)
     up.add_argument("--query-threads", type=int, default=S)
+    up.add_argument("--query-backend", choices=["auto", *BACKENDS], default=S)
     up.add_argument("--document-threads", type=int, default=S)
     up.add_argument("--demo", action="store_true", help="run the search demo once ready")
 

@@ -29,13 +29,19 @@ class BackendUnavailable(RuntimeError):
     """The backend's packages are not installed (the `onnx` extra)."""
 
 
+def _missing() -> list[str]:
+    import importlib.util
+
+    return [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+
+
+def onnx_available() -> bool:
+    """Whether the `onnx` extra is installed (without importing it)."""
+    return not _missing()
+
+
 def _require() -> None:
-    missing = []
-    for module in ("onnxruntime", "onnx", "onnxscript"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
+    missing = _missing()
     if missing:
         raise BackendUnavailable(
             f"the onnx backends need {', '.join(missing)}: pip install 'aegis-serve[onnx]'"
