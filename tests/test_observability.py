@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -27,6 +26,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from aegis_client import EmbedClient
+from aegis_serve.bench.peers import free_port
 from aegis_serve.telemetry.receiver import OtlpReceiver, ReceivedSpan
 from conftest import ServiceProcess, wait_until
 
@@ -39,12 +39,6 @@ EVENT_COUNTERS = {
 }  # fmt: skip
 GATEWAY = "aegis.embed.v1.EmbedService"
 ENCODER = "aegis.encoder.v1.EncoderService"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

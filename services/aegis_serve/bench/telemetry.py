@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from aegis_serve.bench.driver import run_load
+from aegis_serve.bench.peers import free_port
 from aegis_serve.bench.query import query_texts, start_query_gateway
 from aegis_serve.bench.report import (
     machine_description,
@@ -56,12 +56,6 @@ class TelemetryBenchConfig:
     out_dir: Path = Path("docs")
     command: str = ""
     progress: bool = True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Scraper:
@@ -104,7 +98,7 @@ def _start_stacks(
         "OTEL_TRACES_SAMPLER": "always_on",
         "OTEL_METRIC_EXPORT_INTERVAL": str(cfg.metric_export_interval_ms),
     }
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     extra = (["--metrics-port", str(ports[0])], ["--metrics-port", str(ports[1])])
     _, on = start_query_gateway(model_dir, threads, 1, on_env, stack, extra_args=extra)
     return off, on, [f"127.0.0.1:{p}" for p in ports]
