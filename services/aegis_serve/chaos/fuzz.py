@@ -45,27 +45,33 @@ UINT32 = st.integers(0, 2**32 - 1)
 
 texts = st.one_of(
     st.sampled_from(EDGE_TEXTS),
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=300),
     st.text(st.characters(exclude_categories=("Cs",)), max_size=300),
 )
-inputs = st.lists(texts, max_size=6)
+inputs = st.one_of(st.lists(texts, min_size=1, max_size=6), st.lists(texts, max_size=6))
+
+
+def _mostly(valid: st.SearchStrategy[int], anything: st.SearchStrategy[int]) -> st.SearchStrategy:
+    """Valid values 3 times in 4, so requests get past validation and reach the pools."""
+    return st.one_of(valid, valid, valid, anything)
 
 
 @st.composite
 def embed_requests(draw: st.DrawFn) -> embed_pb2.EmbedRequest:
     return embed_pb2.EmbedRequest(
         inputs=draw(inputs),
-        input_type=draw(st.one_of(st.sampled_from([0, 1, 2]), INT32)),
-        dimensions=draw(st.one_of(st.sampled_from([0, 64, 128, 256, 384, 512, 768]), UINT32)),
-        encoding=draw(st.one_of(st.integers(0, 6), INT32)),
-        layers=draw(st.one_of(st.sampled_from([0, 1, 3, 6]), UINT32)),
-        truncate=draw(st.one_of(st.sampled_from([0, 1]), INT32)),
+        input_type=draw(_mostly(st.sampled_from([1, 2]), INT32)),
+        dimensions=draw(_mostly(st.sampled_from([0, 64, 128, 256, 384, 512, 768]), UINT32)),
+        encoding=draw(_mostly(st.integers(0, 6), INT32)),
+        layers=draw(_mostly(st.just(0), st.one_of(st.sampled_from([1, 3, 6]), UINT32))),
+        truncate=draw(_mostly(st.sampled_from([0, 1]), INT32)),
     )
 
 
 tokenize_requests = st.builds(
     embed_pb2.TokenizeRequest,
     inputs=inputs,
-    input_type=st.one_of(st.sampled_from([0, 1, 2]), INT32),
+    input_type=_mostly(st.sampled_from([1, 2]), INT32),
     add_prompt=st.booleans(),
 )
 

@@ -219,7 +219,9 @@ async def fuzz(ctx: Context) -> Outcome:
         per_rpc = await asyncio.to_thread(run_fuzz, fleet.address, ctx.size.fuzz_examples,
                                           ctx.seed)  # fmt: skip
     crashed = fleet.crashed()
-    after = await closed_loop(fleet.address, _oracle(ctx, 4, 2, (4, 32), salt=5), "query", 4, 1)
+    after = await closed_loop(
+        fleet.address, _oracle(ctx, 4, 2, (4, 32), salt=5), "query", 4, 1, progress=ctx.progress
+    )
     tally = Tally()
     rejected = malformed = 0
     for t in per_rpc.values():

@@ -82,10 +82,14 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
     document = Pool.connect("document", settings.document, settings.max_message_bytes)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
+    from aegis_serve.common.wire import decode_safely  # here: keeps the import block as is
+
     handle = await start_server(
         settings,
         settings.port,
-        lambda server: embed_pb2_grpc.add_EmbedServiceServicer_to_server(servicer, server),
+        lambda server: decode_safely(
+            embed_pb2_grpc.add_EmbedServiceServicer_to_server, servicer, server
+        ),
         [SERVICE_NAME],
     )
     runtime = GatewayRuntime(handle, gateway)
