@@ -21,6 +21,8 @@ from aegis_serve.chaos.oracle import Oracle, ReferenceModel
 # Growth of a process's resident memory under 10x overload that we still call bounded.
 RSS_GROWTH_LIMIT_MB = 300.0
 DEFINED_OVERLOAD = "RESOURCE_EXHAUSTED"
+OVERLOAD_TEXTS_PER_REQUEST = 2
+OVERLOAD_TOKENS = (16, 128)  # longer than the other scenarios' texts: the model is the bottleneck
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,12 @@ class Size:
 
 SHORT = Size(
     requests=48, concurrency=6, texts_per_request=2, capacity_requests=24,
-    overload_seconds=3.0, overload_max=400, overload_in_flight=96, recovery_requests=12,
+    overload_seconds=2.0, overload_max=160, overload_in_flight=96, recovery_requests=12,
     fuzz_examples=40,
 )  # fmt: skip
 LONG = Size(
     requests=2000, concurrency=8, texts_per_request=2, capacity_requests=120,
-    overload_seconds=20.0, overload_max=5000, overload_in_flight=256, recovery_requests=100,
+    overload_seconds=10.0, overload_max=2000, overload_in_flight=256, recovery_requests=100,
     fuzz_examples=500,
 )  # fmt: skip
 
@@ -259,18 +261,15 @@ async def overload(ctx: Context) -> Outcome:
     and the service answers normally afterwards."""
     s = ctx.size
     fleet = ctx.fleet
-    n_total = s.capacity_requests + s.overload_max + s.recovery_requests
-    oracle = _oracle(ctx, n_total, 4, (32, 160), salt=4)
-    cap_oracle = Oracle(oracle.requests[: s.capacity_requests], oracle.reference)
-    over_oracle = Oracle(oracle.requests[s.capacity_requests : -s.recovery_requests],
-                         oracle.reference)  # fmt: skip
-    rec_oracle = Oracle(oracle.requests[-s.recovery_requests :], oracle.reference)
-
+    per = OVERLOAD_TEXTS_PER_REQUEST
+    cap_oracle = _oracle(ctx, s.capacity_requests, per, OVERLOAD_TOKENS, salt=4)
     cap = await closed_loop(fleet.address, cap_oracle, "document", s.capacity_requests, 4,
                             label="capacity", progress=ctx.progress)  # fmt: skip
     capacity = cap.succeeded / cap.wall_s if cap.wall_s else 0.0
     rate = max(1.0, 10 * capacity)
     n_over = min(s.overload_max, max(1, round(rate * s.overload_seconds)))
+    over_oracle = _oracle(ctx, n_over, per, OVERLOAD_TOKENS, salt=6)
+    rec_oracle = _oracle(ctx, s.recovery_requests, per, OVERLOAD_TOKENS, salt=7)
     before = {m.name: rss_mb(m.pid) for m in fleet.members if m.alive}
     with MemorySampler(fleet) as mem:
         tally, offered = await offer(fleet.address, over_oracle, "document", rate, n_over,
@@ -300,7 +299,7 @@ async def overload(ctx: Context) -> Outcome:
             "capacity_req_per_s": round(capacity, 1),
             "target_req_per_s": round(rate, 1),
             "offered_req_per_s": round(offered, 1),
-            "texts_per_request": 4,
+            "texts_per_request": per,
             "max_in_flight": s.overload_in_flight,
             "codes": dict(tally.codes),
             "rss_before_mb": {k: round(v, 1) for k, v in before.items()},

@@ -82,7 +82,7 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
     document = Pool.connect("document", settings.document, settings.max_message_bytes)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
-    from aegis_serve.common.wire import decode_safely  # here: keeps the import block as is
+    from aegis_serve.common.wire import decode_safely  # undecodable bytes -> INVALID_ARGUMENT
 
     handle = await start_server(
         settings,
