@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ def main_args(ns: Any) -> int:
     from aegis_serve.models.resolve import resolve_model
 
     names = ns.scenario or list(SCENARIOS)
+    if "fuzz" in names and importlib.util.find_spec("hypothesis") is None:
+        raise SystemExit("the fuzz scenario needs hypothesis: pip install -e '.[test]'")
     size = LONG if ns.long else SHORT
     command = "aegis-serve " + " ".join(sys.argv[1:])
     model_dir = resolve_model(ns.model)
