@@ -177,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     tb.add_argument("--out-dir", default="docs")
 
+    chaos = sub.add_parser("chaos", help="fault suite: kill/SIGTERM replicas, overload, fuzz")
+    from aegis_serve.chaos.scenarios import SCENARIOS
+
+    chaos.add_argument("--scenario", action="append", choices=list(SCENARIOS), default=[],
+                       help="run only these (repeatable; default: all)")  # fmt: skip
+    size = chaos.add_mutually_exclusive_group()
+    size.add_argument("--short", action="store_true", help="CI-sized load (default)")
+    size.add_argument("--long", action="store_true", help="report-sized load (minutes)")
+    chaos.add_argument("--report", action="store_true", help="write docs/reliability.md + JSON")
+    chaos.add_argument("--model", default="builtin:query", help="served by both pools")
+    chaos.add_argument("--threads", type=int, default=1, help="torch threads per encoder")
+    chaos.add_argument("--max-queue-texts", type=int, default=64, help="encoder queue bound")
+    chaos.add_argument("--seed", type=int, default=0, help="texts and fuzz examples")
+    chaos.add_argument("--no-progress", action="store_true")
+    chaos.add_argument("--out-md", default="docs/reliability.md")
+    chaos.add_argument("--out-json", default="docs/results/reliability.json")
+
     dist = sub.add_parser("distill", help="distill a query student into the teacher's space")
     from aegis_serve.training import add_arguments as distill_arguments
 
@@ -315,6 +332,12 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     raise SystemExit(f"unknown bench {ns.bench}")
 
 
+def _cmd_chaos(ns: argparse.Namespace) -> int:
+    from aegis_serve.chaos.run import main_args
+
+    return main_args(ns)
+
+
 def _cmd_distill(ns: argparse.Namespace) -> int:
     from aegis_serve.training.distill import config_from_args, distill
 
@@ -340,6 +363,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
 
 COMMANDS = {
     "bench": _cmd_bench,
+    "chaos": _cmd_chaos,
     "distill": _cmd_distill,
     "eval": _cmd_eval,
     "encoder": _cmd_encoder,

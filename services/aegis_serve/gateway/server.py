@@ -129,10 +129,14 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
     query, document = connect_pools(settings)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
+    from aegis_serve.common.wire import decode_safely  # undecodable bytes -> INVALID_ARGUMENT
+
     handle = await start_server(
         settings,
         settings.port,
-        lambda server: embed_pb2_grpc.add_EmbedServiceServicer_to_server(servicer, server),
+        lambda server: decode_safely(
+            embed_pb2_grpc.add_EmbedServiceServicer_to_server, servicer, server
+        ),
         [SERVICE_NAME],
         interceptors,
     )

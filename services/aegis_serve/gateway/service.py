@@ -451,10 +451,12 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                     )
 
         async def reader() -> None:
-            async for request in request_iterator:
-                await slots.acquire()
-                await pending.put(asyncio.create_task(one(request)))
-            await pending.put(None)
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    await pending.put(asyncio.create_task(one(request)))
+            finally:  # also when reading fails (a bad message): else the stream never ends
+                await pending.put(None)
 
         read_task = asyncio.create_task(reader())
         try:

@@ -1,0 +1,1 @@
+"""Fault suite (`aegis-serve chaos`): real processes, real faults, every reply checked."""

@@ -1,0 +1,78 @@
+"""Short forms of `aegis-serve chaos`: the same scenario code on real processes, small counts.
+
+One fleet (1 query encoder, 2 document encoders, 1 gateway as subprocesses) serves the
+module; each scenario starts from it whole (killed replicas are restarted on their port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from aegis_serve.chaos.fleet import Fleet, FleetConfig
+from aegis_serve.chaos.oracle import ReferenceModel
+from aegis_serve.chaos.run import run_scenarios
+from aegis_serve.chaos.scenarios import SHORT, Context, Outcome
+from aegis_serve.models.resolve import resolve_model
+
+
+@pytest.fixture(scope="module")
+def reference() -> ReferenceModel:
+    return ReferenceModel(resolve_model("builtin:query", progress=False))
+
+
+@pytest.fixture(scope="module")
+def ctx(reference: ReferenceModel) -> Iterator[Context]:
+    with Fleet(FleetConfig(reference.embedder.cfg.root)) as fleet:
+        yield Context(fleet, reference, SHORT)
+
+
+def run(ctx: Context, name: str) -> Outcome:
+    (outcome,) = run_scenarios([name], ctx)
+    assert outcome.tally.sent > 0
+    return outcome
+
+
+def test_oracle_flags_swapped_and_missing_rows(reference: ReferenceModel) -> None:
+    oracle = reference.oracle(2, 2, seed=7, tokens=(8, 32))
+    texts = oracle.requests[0]
+    right = np.stack([oracle.reference[t] for t in texts])
+    assert oracle.check(texts, right) == 0
+    assert oracle.check(texts, right[::-1]) == 2  # swapped rows
+    assert oracle.check(texts, right[:1]) == 2  # a row lost
+    other = np.stack([oracle.reference[t] for t in oracle.requests[1]])
+    assert oracle.check(texts, other) == 2  # another request's vectors
+
+
+def test_kill9_document_replica_loses_and_swaps_nothing(ctx: Context) -> None:
+    o = run(ctx, "kill9")
+    assert o.tally.wrong_or_lost == 0
+    assert o.tally.succeeded + o.tally.failed == o.tally.sent == SHORT.requests
+    assert o.passed, (o.checks, o.details)
+
+
+def test_sigterm_document_replica_fails_nothing(ctx: Context) -> None:
+    o = run(ctx, "sigterm")
+    assert o.tally.failed == 0, o.details
+    assert o.tally.wrong_or_lost == 0
+    assert o.details["victim_exit"] == 0
+    assert o.passed, (o.checks, o.details)
+
+
+def test_query_pool_down_is_served_by_the_document_pool(ctx: Context) -> None:
+    o = run(ctx, "query-down")
+    assert o.tally.failed == 0, o.details
+    assert o.tally.wrong_or_lost == 0
+    assert o.tally.fallback > 0
+    assert o.passed, (o.checks, o.details)
+
+
+def test_overload_gets_results_or_resource_exhausted_then_recovers(ctx: Context) -> None:
+    o = run(ctx, "overload")
+    assert o.failed == 0, o.details["codes"]  # only OK or RESOURCE_EXHAUSTED
+    assert o.tally.wrong_or_lost == 0
+    assert o.details["recovery"]["succeeded"] == SHORT.recovery_requests
+    assert all(g <= 300 for g in o.details["rss_growth_mb"].values()), o.details
+    assert o.passed, (o.checks, o.details)
