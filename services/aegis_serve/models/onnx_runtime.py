@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -131,6 +132,12 @@ class OnnxEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        # Intra-op threads spin briefly after each run. Measured on the 2-core VM through the
+        # encoder service: p50 2.87 ms with spinning vs 3.63 ms without, and 872 vs 913
+        # queries/s at 32 in flight; latency wins for a query pool. AEGIS_ONNX_SPINNING=0
+        # turns it off (e.g. when the pool shares cores with other busy processes).
+        spin = os.environ.get("AEGIS_ONNX_SPINNING", "1")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.path = path
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
