@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb = bench_sub.add_parser("telemetry", help="gateway latency with tracing + metrics on vs off")
     tb.add_argument("--model", default="builtin:query")
     tb.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
+    tb.add_argument("--backend", default="onnx", choices=BACKENDS, help="query encoders' runtime")
     tb.add_argument("--rounds", type=int, default=4, help="alternating off/on rounds")
     tb.add_argument("--requests", type=int, default=150, help="per round and stack, 1 in flight")
     tb.add_argument("--throughput-requests", type=int, default=400, help="per round and stack")

@@ -46,6 +46,7 @@ class TelemetryBenchConfig:
 
     model: str = "builtin:query"
     threads: int = 0
+    backend: str = "onnx"  # the query encoders' runtime (what `aegis-serve up` uses)
     rounds: int = 4
     requests: int = 150  # per round and stack, one in flight
     throughput_requests: int = 400  # per round and stack, `concurrency` in flight
@@ -91,7 +92,8 @@ def _start_stacks(
     threads = cfg.threads or os.cpu_count() or 1
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     base["HF_HUB_OFFLINE"] = "1"
-    _, off = start_query_gateway(model_dir, threads, 1, base, stack)
+    backend = ["--backend", cfg.backend]
+    _, off = start_query_gateway(model_dir, threads, 1, base, stack, extra_args=(backend, []))
     on_env = {
         **base,
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
@@ -99,7 +101,7 @@ def _start_stacks(
         "OTEL_METRIC_EXPORT_INTERVAL": str(cfg.metric_export_interval_ms),
     }
     ports = [free_port(), free_port()]
-    extra = (["--metrics-port", str(ports[0])], ["--metrics-port", str(ports[1])])
+    extra = ([*backend, "--metrics-port", str(ports[0])], ["--metrics-port", str(ports[1])])
     _, on = start_query_gateway(model_dir, threads, 1, on_env, stack, extra_args=extra)
     return off, on, [f"127.0.0.1:{p}" for p in ports]
 
@@ -217,7 +219,8 @@ def summarize(payload: dict[str, Any], cfg: TelemetryBenchConfig) -> str:
     lines = [
         "## Observability overhead (tracing + metrics on vs off)", "",
         f"- command: `{payload['command']}`",
-        f"- machine: {payload['machine']}; date: {payload['date']}; model: {payload['model']}",
+        f"- machine: {payload['machine']}; date: {payload['date']}; model: {payload['model']} "
+        f"(backend {cfg.backend})",
         "- two identical stacks (query encoder process + gateway process) side by side; `on` "
         "samples and exports every span over OTLP/gRPC to a receiver in the bench process, "
         f"exports OTLP metrics every {cfg.metric_export_interval_ms / 1000:.0f} s and serves "
@@ -245,7 +248,8 @@ def summarize(payload: dict[str, Any], cfg: TelemetryBenchConfig) -> str:
 
 def main_args(ns: Any) -> int:
     cfg = TelemetryBenchConfig(
-        model=ns.model, threads=ns.threads, rounds=ns.rounds, requests=ns.requests,
+        model=ns.model, threads=ns.threads, backend=ns.backend, rounds=ns.rounds,
+        requests=ns.requests,
         throughput_requests=ns.throughput_requests, concurrency=ns.concurrency,
         out_dir=Path(ns.out_dir), command="aegis-serve " + " ".join(sys.argv[1:]),
     )  # fmt: skip
