@@ -2,7 +2,7 @@
 
 A forward pass serves texts of many requests (many traces), so it gets a span of its own
 (`aegis.encoder.batch`, a new trace) with a link to each request's Encode span; each
-request, in turn, records an `inference` span in its own trace linking back to the batch.
+request's Encode span, in turn, gets a `batch` event naming the batch span.
 """
 
 from __future__ import annotations
@@ -79,13 +79,25 @@ class EncoderObserver:
         self.instruments.dropped_texts.add(texts, {**self.labels, "reason": reason})
 
     def on_done(self, job: Job, input_tokens: int) -> None:
-        """Per request, in its own trace: queue wait, then each batch that served it."""
+        """Per request, in its own trace: a `queue` span (enqueue → batch start) and one
+        `batch` event per forward pass that served it, naming that batch's span (events
+        ride on the Encode span: a span each would cost more than the ≤ 5% budget)."""
         i = self.instruments
         i.input_tokens.add(input_tokens, self.labels)
         i.queue_wait.record(job.queue_ns / 1e9, self.labels)
         record_span("queue", job.enqueued_wall_ns, job.enqueued_wall_ns + job.queue_ns,
                     **{"aegis.texts": len(job.items)})  # fmt: skip
+        current = trace.get_current_span()
+        if not current.is_recording():
+            return
         for ctx, start, end, texts in job.batch_tags:
-            assert isinstance(ctx, trace.SpanContext)
-            record_span("inference", start, end, links=[trace.Link(ctx)],
-                        **{"aegis.batch.texts": texts})  # fmt: skip
+            current.add_event(
+                "batch",
+                {
+                    "aegis.batch.span_id": format(ctx.span_id, "016x"),
+                    "aegis.batch.trace_id": format(ctx.trace_id, "032x"),
+                    "aegis.batch.texts": texts,
+                    "aegis.batch.ms": (end - start) / 1e6,
+                },
+                timestamp=start,
+            )

@@ -48,6 +48,7 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     links: tuple[tuple[str, str], ...]
     status_code: int
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass
@@ -56,6 +57,8 @@ class OtlpReceiver:
 
     host: str = "127.0.0.1"
     port: int = 0
+    keep: bool = True  # False: only count (benchmarks: a collector's cost is not ours)
+    span_count: int = 0
     spans: list[ReceivedSpan] = field(default_factory=list)
     metric_points: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,6 +109,11 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
         self.sink = sink
 
     def Export(self, request: Any, context: Any) -> Any:
+        if not self.sink.keep:
+            n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with self.sink._lock:
+                self.sink.span_count += n
+            return trace_service_pb2.ExportTraceServiceResponse()
         got = []
         for rs in request.resource_spans:
             service = str(_attrs(list(rs.resource.attributes)).get("service.name", ""))
@@ -124,10 +132,12 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
                             attributes=_attrs(list(s.attributes)),
                             links=tuple((ln.trace_id.hex(), ln.span_id.hex()) for ln in s.links),
                             status_code=s.status.code,
+                            events=tuple((e.name, _attrs(list(e.attributes))) for e in s.events),
                         )
                     )
         with self.sink._lock:
             self.sink.spans.extend(got)
+            self.sink.span_count += len(got)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
