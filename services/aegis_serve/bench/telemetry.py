@@ -51,8 +51,8 @@ class TelemetryBenchConfig:
     threads: int = 0
     backend: str = "onnx"  # the query encoders' runtime (what `aegis-serve up` uses)
     sampling: list[float] = field(default_factory=lambda: [1.0, 0.1])  # head-sampling ratios
-    rounds: int = 4
-    requests: int = 150  # per round and stack, one in flight
+    rounds: int = 6
+    requests: int = 200  # per round and stack, one in flight
     throughput_requests: int = 400  # per round and stack, `concurrency` in flight
     concurrency: int = 64
     scrape_interval_s: float = 5.0
@@ -179,6 +179,17 @@ def _rows(raw: dict[str, dict[str, list[float]]], cfg: TelemetryBenchConfig) -> 
     return rows
 
 
+def p50_ratio_ci(
+    on: np.ndarray, off: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% bootstrap interval of p50(on) / p50(off): how sure the overhead figure is."""
+    rng = np.random.default_rng(seed)
+    a = np.median(rng.choice(on, (resamples, on.size)), axis=1)
+    b = np.median(rng.choice(off, (resamples, off.size)), axis=1)
+    low, high = np.percentile(a / b, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def plot(rows: list[dict[str, Any]], path: Path, concurrency: int) -> None:
     import matplotlib
 
@@ -220,8 +231,11 @@ def run_telemetry_bench(cfg: TelemetryBenchConfig) -> dict[str, Any]:
         spans, points, scrapes = receiver.span_count, len(receiver.metric_points), scraper.scrapes
     rows = _rows(raw, cfg)
     off = rows[0]
+    off_lat = np.asarray(raw["off"]["latencies"])
     for row in rows:
         row["p50_overhead_pct"] = (row["p50_ms"] / off["p50_ms"] - 1) * 100
+        low, high = p50_ratio_ci(np.asarray(raw[row["telemetry"]]["latencies"]), off_lat)
+        row["p50_overhead_ci95_pct"] = [(low - 1) * 100, (high - 1) * 100]
         row["throughput_change_pct"] = (row["queries_per_s"] / off["queries_per_s"] - 1) * 100
     payload = {
         "machine": machine_description(), "date": today(), "command": cfg.command,
@@ -256,8 +270,10 @@ def summarize(payload: dict[str, Any], cfg: TelemetryBenchConfig) -> str:
         verdict = "meets" if row["p50_overhead_pct"] <= TARGET_OVERHEAD_PCT else "misses"
         lines.append(
             f"- **{row['telemetry']}**: gateway p50 {row['p50_ms']:.2f} ms vs off "
-            f"{rows[0]['p50_ms']:.2f} ms = **{row['p50_overhead_pct']:+.1f}%** ({verdict} the "
-            f"≤ {TARGET_OVERHEAD_PCT:.0f}% target); throughput at {cfg.concurrency} in flight "
+            f"{rows[0]['p50_ms']:.2f} ms = **{row['p50_overhead_pct']:+.1f}%** (95% bootstrap "
+            f"interval {row['p50_overhead_ci95_pct'][0]:+.1f}% … "
+            f"{row['p50_overhead_ci95_pct'][1]:+.1f}%; {verdict} the ≤ "
+            f"{TARGET_OVERHEAD_PCT:.0f}% target); throughput at {cfg.concurrency} in flight "
             f"{row['throughput_change_pct']:+.1f}%"
         )
     lines += [
