@@ -12,7 +12,7 @@ from aegis_serve.bench.telemetry import TelemetryBenchConfig, run_telemetry_benc
 def test_telemetry_bench_runs_both_stacks_and_writes_the_report(tmp_path: Path) -> None:
     cfg = TelemetryBenchConfig(
         backend="torch", threads=1, sampling=[1.0], rounds=2, requests=10, throughput_requests=16,
-        concurrency=4, scrape_interval_s=0.5, metric_export_interval_ms=500,
+        concurrency=4, scrape_interval_s=0.5,
         out_dir=tmp_path, command="test", progress=False,
     )  # fmt: skip
     payload = run_telemetry_bench(cfg)
@@ -23,7 +23,7 @@ def test_telemetry_bench_runs_both_stacks_and_writes_the_report(tmp_path: Path) 
     exported = payload["exported"]
     # Every sampled request leaves spans (gateway + encoder); `off` exports nothing anywhere.
     assert exported["spans"] >= 5 * (20 + 2 * 16)
-    assert exported["metric_points"] > 0 and exported["scrapes"] > 0
+    assert exported["scrapes"] > 0
     saved = json.loads((tmp_path / "results/observability_overhead.json").read_text())
     assert saved["rows"][1]["p50_overhead_pct"] == rows["on, 100% sampled"]["p50_overhead_pct"]
     assert (tmp_path / "results/observability_overhead.png").stat().st_size > 0

@@ -72,6 +72,7 @@ def traced_stack(receiver: OtlpReceiver, student_dir: Path):
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_METRICS_EXPORTER": "otlp",  # as well as /metrics (else /metrics only)
     }
     procs: list[ServiceProcess] = []
     try:

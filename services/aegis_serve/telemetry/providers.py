@@ -1,8 +1,9 @@
 """Install the OpenTelemetry SDK for one process, configured the standard way.
 
 Traces go to OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is
-set; metrics go to OTLP the same way and to a Prometheus `/metrics` endpoint when a port
-is given. Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+set. Metrics go to a Prometheus `/metrics` endpoint when a port is given, else to OTLP the
+same way as traces; `OTEL_METRICS_EXPORTER=otlp` asks for OTLP as well as /metrics.
+Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`,
 `OTEL_EXPORTER_OTLP_HEADERS`, `..._INSECURE`, `..._CERTIFICATE`) is read by the SDK
 itself. With neither an endpoint nor a port, no provider is installed: the API's no-op
@@ -28,6 +29,16 @@ def _disabled(signal: str) -> bool:
     if _env("OTEL_SDK_DISABLED").lower() == "true":
         return True
     return _env(f"OTEL_{signal}_EXPORTER").lower() == "none"
+
+
+def _otlp_metrics_wanted(metrics_port: int) -> bool:
+    """OTLP metrics unless disabled, or unless /metrics serves them and OTLP was not asked
+    for by name: both at once double every measurement's cost and, in one backend, every
+    series (OTEL_METRICS_EXPORTER=otlp turns both on)."""
+    if _disabled("METRICS"):
+        return False
+    asked = "otlp" in _env("OTEL_METRICS_EXPORTER").lower().split(",")
+    return asked or not metrics_port
 
 
 def traces_endpoint() -> str:
@@ -84,6 +95,9 @@ def setup_telemetry(
     attributes: dict[str, str] | None = None,
 ) -> Telemetry:
     """Install tracer and meter providers for this process (call once, at start)."""
+    protocol = _env("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if protocol != "grpc":
+        log.warning("OTEL_EXPORTER_OTLP_PROTOCOL=%s: aegis-serve exports OTLP/gRPC only", protocol)
     resource = _resource(default_service_name, attributes or {})
     tele = Telemetry(str(resource.attributes.get("service.name", default_service_name)))
     endpoint = traces_endpoint()
@@ -100,7 +114,7 @@ def setup_telemetry(
         tele._shutdown.append(provider.shutdown)
     readers = []
     endpoint = metrics_endpoint()
-    if endpoint and not _disabled("METRICS"):
+    if endpoint and _otlp_metrics_wanted(metrics_port):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
