@@ -114,7 +114,7 @@ def test_one_trace_covers_client_gateway_encoder(traced_stack, receiver: OtlpRec
     assert result.embeddings.shape == (2, 384)
     trace_id = format(caller.get_span_context().trace_id, "032x")
     caller_id = format(caller.get_span_context().span_id, "016x")
-    expected = {  # (+ the encoder's batch span, in a trace of its own)
+    expected = {  # (+ the encoder's batch span, checked below)
         ("aegis-gateway", f"{GATEWAY}/Embed"), ("aegis-gateway", "validate"),
         ("aegis-gateway", "route"), ("aegis-gateway", f"{ENCODER}/Encode"),
         ("aegis-gateway", "postprocess"), ("aegis-encoder-query", f"{ENCODER}/Encode"),
@@ -147,10 +147,12 @@ def test_one_trace_covers_client_gateway_encoder(traced_stack, receiver: OtlpRec
     (event,) = [attrs for name, attrs in encode.events if name == "batch"]
     batch_trace, batch_span = event["aegis.batch.trace_id"], event["aegis.batch.span_id"]
 
-    # The batch span lives in its own trace and links every request span it served.
+    # The forward pass: a child of the first sampled request's Encode span (here: ours),
+    # linking every sampled request span it served.
     assert wait_until(lambda: any(s.span_id == batch_span for s in receiver.spans), timeout=10)
     batch = next(s for s in receiver.spans if s.span_id == batch_span)
-    assert batch.name == "aegis.encoder.batch" and batch.trace_id == batch_trace != trace_id
+    assert batch.name == "aegis.encoder.batch" and batch.trace_id == batch_trace == trace_id
+    assert batch.parent_span_id == encode.span_id
     assert (trace_id, encode.span_id) in batch.links
     assert batch.attributes["aegis.batch.texts"] >= 2
 

@@ -1,15 +1,15 @@
 """Encoder telemetry: batch metrics and the batch span that links every request it served.
 
-A forward pass serves texts of many requests (many traces), so it gets a span of its own
-(`aegis.encoder.batch`, a new trace) with a link to each request's Encode span; each
-request's Encode span, in turn, gets a `batch` event naming the batch span.
+A forward pass serves texts of many requests (many traces). Its span
+(`aegis.encoder.batch`) is a child of the first sampled request's Encode span and links
+every sampled request span it served; each request's Encode span, in turn, gets a `batch`
+event naming the batch span. Batches serving no sampled request get no span at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from aegis_serve.encoder.batching import Batcher, BatchRecord, Job
@@ -49,15 +49,20 @@ class EncoderObserver:
             i.batch_tokens.record(record.real_tokens, self.labels)
             i.batch_padded_tokens.record(record.padded_tokens, self.labels)
             i.batch_duration.record(seconds, self.labels)
-        links = [
-            trace.Link(job.tag)
+        sampled = [
+            job.tag
             for job in record.jobs
-            if isinstance(job.tag, trace.SpanContext) and job.tag.is_valid
+            if isinstance(job.tag, trace.SpanContext) and job.tag.trace_flags.sampled
         ]
+        if not sampled:  # nobody will look for this batch: skip the span (hot path)
+            return
+        # A child of the first sampled request's Encode span (so the head sampler keeps it
+        # and that trace shows the forward pass), linked to every sampled request it served.
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(sampled[0]))
         batch = tracer().start_span(
             "aegis.encoder.batch",
-            context=otel_context.Context(),  # its own trace: it serves many
-            links=links,
+            context=parent,
+            links=[trace.Link(ctx) for ctx in sampled],
             start_time=record.start_wall_ns,
             attributes={
                 "aegis.pool": self.role,

@@ -15,15 +15,17 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.telemetry.instruments import gateway_instruments
-from aegis_serve.telemetry.rpc import inject_metadata, tracer
+from aegis_serve.telemetry.rpc import inject_metadata, recording, tracer
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +196,7 @@ class Pool:
             if last is not None:
                 retry_labels = {"pool": self.role, "status": last.code().name}
                 gateway_instruments().retries.add(1, retry_labels)
-            with tracer().start_as_current_span(
-                f"{ENCODER_SERVICE}/Encode",
-                kind=SpanKind.CLIENT,
-                record_exception=False,
-                set_status_on_exception=False,
-                attributes={
-                    "rpc.system": "grpc", "rpc.service": ENCODER_SERVICE, "rpc.method": "Encode",
-                    "server.address": replica.target, "aegis.pool": self.role,
-                    "aegis.attempt": attempt, "aegis.texts": len(request.texts),
-                },
-            ) as attempt_span:  # fmt: skip
+            with self._attempt_span(replica, attempt, len(request.texts)) as attempt_span:
                 try:
                     resp = await replica.stub.Encode(
                         request, timeout=left, metadata=inject_metadata(metadata)
@@ -225,6 +217,24 @@ class Pool:
         if last is not None:
             raise PoolUnavailable(f"every replica failed, last: {last.details()}")
         raise PoolUnavailable("no replica answered before the deadline")
+
+    def _attempt_span(
+        self, replica: Replica, attempt: int, texts: int
+    ) -> AbstractContextManager[Span]:
+        """CLIENT span of one Encode attempt (skipped when the request is not sampled)."""
+        if not recording():
+            return nullcontext(trace.get_current_span())
+        return tracer().start_as_current_span(
+            f"{ENCODER_SERVICE}/Encode",
+            kind=SpanKind.CLIENT,
+            record_exception=False,
+            set_status_on_exception=False,
+            attributes={
+                "rpc.system": "grpc", "rpc.service": ENCODER_SERVICE, "rpc.method": "Encode",
+                "server.address": replica.target, "aegis.pool": self.role,
+                "aegis.attempt": attempt, "aegis.texts": texts,
+            },
+        )  # fmt: skip
 
     async def call(self, method: str, request: object, timeout: float) -> object:
         """A small unary call (Tokenize) on the first replica that answers."""

@@ -41,18 +41,29 @@ def inject_metadata(metadata: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str
     return kept + tuple(carrier.items())
 
 
+def recording() -> bool:
+    """Whether the current span records: children of an unsampled (or no-op) span would not
+    be sampled either, so the hot path skips making them (≈ 6 µs each)."""
+    return trace.get_current_span().is_recording()
+
+
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Span]:
-    """A child span of the current one (INTERNAL)."""
-    with tracer().start_as_current_span(name, attributes=attributes) as current:
+    """A child span of the current one (INTERNAL); the current span itself when that one
+    does not record (its context still propagates)."""
+    current = trace.get_current_span()
+    if not current.is_recording():
         yield current
+        return
+    with tracer().start_as_current_span(name, attributes=attributes) as child:
+        yield child
 
 
-def record_span(
-    name: str, start_ns: int, end_ns: int, *, links: Sequence[trace.Link] = (), **attributes: Any
-) -> None:
-    """A child span for a stretch of time measured elsewhere (queue wait, a shared batch)."""
-    past = tracer().start_span(name, start_time=start_ns, links=links, attributes=attributes)
+def record_span(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
+    """A child span for a stretch of time measured elsewhere (queue wait)."""
+    if not recording():
+        return
+    past = tracer().start_span(name, start_time=start_ns, attributes=attributes)
     past.end(end_time=end_ns)
 
 
