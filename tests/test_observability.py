@@ -332,3 +332,41 @@ def test_fallback_is_counted_and_logged_with_the_trace_id(
     assert wait_until(lambda: wanted <= services_that_called_encode(), timeout=15)
     for name, proc in traced_stack.items():
         assert SECRET not in proc.output, f"{name} logged an input text"
+
+
+def test_auth_refusals_are_counted(stack, student) -> None:
+    """Calls the interceptor refuses never reach a handler; they still count, by status."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    # The pytest process has no provider of its own (servers install theirs at start);
+    # the gateway's instruments were made on the API's proxy meter and follow this one.
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+    def refused() -> dict[str, float]:
+        data = reader.get_metrics_data()
+        points = [
+            p
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "aegis.gateway.requests"
+            for p in m.data.data_points
+        ]
+        return {p.attributes["status"]: p.value for p in points if p.attributes["pool"] == "none"}
+
+    address = stack.encoder("q", student, "query")
+    gw = stack.gateway([address], [address], auth_tokens=["good-token name=ci methods=GetInfo"])
+    before = refused()
+    for token in (None, "wrong-token", "good-token"):
+        with (
+            EmbedClient(f"127.0.0.1:{gw.port}", token=token) as client,
+            pytest.raises(grpc.RpcError),
+        ):
+            client.embed(["hello"], "query")
+    after = refused()
+    for status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        moved = after.get(status, 0) - before.get(status, 0)
+        assert moved == (2 if status == "UNAUTHENTICATED" else 1), (status, before, after)
