@@ -58,21 +58,11 @@ def _latencies(emb: Any, texts: list[str], progress: bool, label: str) -> np.nda
     return np.asarray(out) * 1000
 
 
-def _quality(vectors: np.ndarray, docs: np.ndarray, relevant: list[int]) -> dict[str, float]:
-    from aegis_serve.evaluation.retrieval import mrr_at_k, ndcg_at_k, recall_at_k, top_k
-
-    ranked = top_k(vectors, docs)
-    return {
-        "ndcg_at_10": ndcg_at_k(ranked, relevant),
-        "mrr_at_10": mrr_at_k(ranked, relevant),
-        "recall_at_10": recall_at_k(ranked, relevant),
-    }
-
-
 def measure_backend(
     cfg: BackendsBenchConfig, backend: str, model_dir: Path, queries: list[str], docs: np.ndarray,
     relevant: list[int], latency_texts: list[str],
 ) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
+    from aegis_serve.evaluation.retrieval import evaluate_pair
     from aegis_serve.models.embedder import Embedder
 
     t0 = time.perf_counter()
@@ -88,7 +78,7 @@ def measure_backend(
     row = {
         "backend": backend, "load_s": load_s, "requests": int(lat.size),
         "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-        "batch_texts_per_s": texts_per_s, **_quality(vectors, docs, relevant),
+        "batch_texts_per_s": texts_per_s, **evaluate_pair(vectors, docs, relevant)[0],
     }  # fmt: skip
     return row, vectors
 
