@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from aegis_serve.models.packaged import cache_dir, cached_build
+from aegis_serve.models.st_dir import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,13 @@ class _LastHidden(torch.nn.Module):
 
 
 def _fingerprint(model_dir: Path, backend: str) -> str:
-    """Changes when the weights, torch or onnxruntime change."""
+    """Changes when the weights, the architecture config, torch or onnxruntime change."""
     import onnxruntime
 
-    h = hashlib.sha256(f"{backend}|{torch.__version__}|{onnxruntime.__version__}".encode())
-    for f in sorted(model_dir.glob("*")):
-        if f.is_file() and f.suffix in {".safetensors", ".bin", ".json"}:
-            st = f.stat()
-            h.update(f"{f.name}|{st.st_size}|{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
+    config = model_dir / "config.json"
+    arch = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
+    key = f"{backend}|{torch.__version__}|{onnxruntime.__version__}|{arch}"
+    return hashlib.sha256(f"{key}|{weights_fingerprint(model_dir)}".encode()).hexdigest()[:16]
 
 
 def export(model: torch.nn.Module, path: Path, max_len: int) -> None:

@@ -9,6 +9,7 @@ the model writes into, its Matryoshka dims, its layer options and int8 calibrati
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,23 @@ def load_calibration(root: Path, dims: tuple[int, ...]) -> dict[int, np.ndarray]
 # ------------------------------------------------------------------ writing (one copy)
 MODULE_TYPE = "sentence_transformers.models.{}"
 IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Identity of a model's weights: resolved weight files (safetensors and legacy
+    PyTorch .bin) with sizes and mtimes.
+
+    Resolved, so a directory that only links to another model's files (a calibrated variant)
+    shares the caches keyed by it (teacher embeddings, ONNX exports).
+    """
+    root = Path(model_dir)
+    parts = []
+    weights = [*root.rglob("*.safetensors"), *root.rglob("pytorch_model*.bin")]
+    for f in sorted(weights):
+        real = f.resolve()
+        st = real.stat()
+        parts.append(f"{f.relative_to(root)}:{real}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def write_json(path: Path, data: Any) -> None:

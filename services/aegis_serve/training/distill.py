@@ -43,6 +43,7 @@ from aegis_serve.models.st_dir import (
     CALIBRATION_FILE,
     SPACE_MANIFEST,
     read_st_config,
+    weights_fingerprint,
     write_dense,
     write_json,
     write_modules,
@@ -102,24 +103,9 @@ def _texts_sha(texts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
 
 
-def _model_fingerprint(model_dir: Path) -> str:
-    """Identity of a model's weights: resolved weight files with sizes and mtimes.
-
-    Resolved, so a directory that only links to another model's files (a calibrated variant)
-    shares its embedding caches.
-    """
-    root = Path(model_dir)
-    parts = []
-    for f in sorted(root.rglob("*.safetensors")):
-        real = f.resolve()
-        st = real.stat()
-        parts.append(f"{f.relative_to(root)}:{real}:{st.st_size}:{int(st.st_mtime)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 def embedding_cache_path(model: Embedder, texts: Sequence[str], prompt_name: str | None) -> Path:
     """Where ``cache_teacher_embeddings`` keeps one model's vectors of one list of texts."""
-    key = f"{_model_fingerprint(model.cfg.root)}-{_texts_sha(texts)[:16]}-{prompt_name or 'none'}"
+    key = f"{weights_fingerprint(model.cfg.root)}-{_texts_sha(texts)[:16]}-{prompt_name or 'none'}"
     return cache_dir() / "embeddings" / f"{model.space.model_id}-{key}"
 
 
@@ -143,7 +129,7 @@ def cache_teacher_embeddings(
     manifest = {
         "texts_sha256": _texts_sha(texts),
         "n": len(texts),
-        "teacher": _model_fingerprint(teacher.cfg.root),
+        "teacher": weights_fingerprint(teacher.cfg.root),
         "teacher_space": teacher.space.space_id,
         "prompt_name": prompt_name,
         "shard_size": shard_size,
