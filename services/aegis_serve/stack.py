@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from aegis_serve.models.resolve import resolve_model
-from aegis_serve.settings import CommonSettings
+from aegis_serve.settings import Backend, CommonSettings
 
 
 class StackSettings(CommonSettings):
@@ -33,7 +33,7 @@ class StackSettings(CommonSettings):
     document_model: str = "builtin:document"
     document_device: str = Field("auto", description="auto = cuda when available, else cpu")
     query_threads: int = Field(0, ge=0, description="0 = half the cores")
-    query_backend: Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"] = Field(
+    query_backend: Literal["auto"] | Backend = Field(
         "auto", description="auto = onnx (same vectors, faster) when the onnx extra is installed"
     )
     document_threads: int = Field(0, ge=0, description="0 = the other half")
