@@ -3,9 +3,9 @@
 Identical stacks (a query encoder process behind a gateway process, same student model,
 same threads) run side by side: one with telemetry off (no OTEL_* endpoint, no /metrics),
 others with everything on at given head-sampling ratios (100%: every span) — sampled spans
-exported over OTLP/gRPC to a real receiver in this process, metrics on /metrics (scraped),
-/metrics served and scraped. Rounds
-alternate which stack goes first so drift in a shared machine's load hits both alike.
+exported over OTLP/gRPC to a real receiver in this process, metrics served on /metrics and
+scraped. The stacks take turns in short blocks, in alternating order, so drift in a shared
+machine's load hits them alike.
 Results: docs/benchmarks.md section "observability_overhead",
 docs/results/observability_overhead.json and .png.
 """
