@@ -137,7 +137,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         t0 = time.perf_counter_ns()
         with span("tokenize", **{"aegis.texts": len(texts)}) as tok_span:
             items = await self._tokenize(texts, prompt)
-            tok_span.set_attribute("aegis.tokens", sum(len(it.ids) for it in items))
+            token_counts = [len(it.ids) for it in items]
+            tok_span.set_attribute("aegis.tokens", sum(token_counts))
         tokenization_ns = time.perf_counter_ns() - t0
         if request.reject_overlong:
             for i, it in enumerate(items):
@@ -171,7 +172,6 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         except BatchFailed as exc:
             raise ServiceError(grpc.StatusCode.INTERNAL, f"model failed: {exc}") from None
         assert job.rows is not None
-        token_counts = [len(it.ids) for it in items]
         self.observer.on_done(job, sum(token_counts))
         return encoder_pb2.EncodeResponse(
             matrix=job.rows.astype("<f4", copy=False).tobytes(),
