@@ -288,7 +288,11 @@ def test_a_real_prometheus_server_scrapes_every_process(traced_stack, tmp_path: 
             "query": "1",
             "document": "1",
         }
-        assert prom_query(port, "aegis_encoder_batch_size_count")
+        # Prometheus scrapes each target on its own clock: the gateway's count can land
+        # before the document encoder's next scrape, so wait for the encoder's series too.
+        assert wait_until(
+            lambda: bool(prom_query(port, "aegis_encoder_batch_size_count")), timeout=20, every=0.5
+        )
         for expr in dashboard_queries():
             answer = prom_api(port, expr)
             assert answer["status"] == "success", (expr, answer)
