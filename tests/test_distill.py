@@ -12,7 +12,13 @@ import torch
 from transformers import BertConfig, BertModel
 
 from aegis_serve.models.embedder import Embedder
-from aegis_serve.training.distill import DistillConfig, cache_teacher_embeddings, distill
+from aegis_serve.training.distill import (
+    DistillConfig,
+    _score_kl,
+    cache_teacher_embeddings,
+    distill,
+    teacher_neighbours,
+)
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -84,9 +90,13 @@ def tiny_pair(tmp_path: Path, student_dir: Path) -> tuple[Path, Path, Path]:
     return teacher, student, corpus
 
 
-@pytest.mark.parametrize("contrastive_weight", [0.0, 0.5])
+@pytest.mark.parametrize(
+    ("contrastive_weight", "score_weight", "neighbours"),
+    [(0.0, 0.0, 0), (0.5, 0.0, 0), (0.0, 1.0, 4)],
+    ids=["leaf", "leaf+infonce", "leaf+score-kl+neighbours"],
+)
 def test_distill_reduces_loss_and_writes_a_loadable_student(
-    tmp_path, tiny_pair, contrastive_weight
+    tmp_path, tiny_pair, contrastive_weight, score_weight, neighbours
 ) -> None:
     teacher, student, corpus = tiny_pair
     out = tmp_path / "out"
@@ -104,6 +114,8 @@ def test_distill_reduces_loss_and_writes_a_loadable_student(
         device="cpu",
         dense_init=None,
         contrastive_weight=contrastive_weight,
+        score_weight=score_weight,
+        neighbours=neighbours,
         negatives=16,
         head_lr_multiplier=2.0,
         cache=str(tmp_path / "cache"),
@@ -147,3 +159,88 @@ def test_teacher_cache_resumes_from_complete_shards(tmp_path, tiny_pair) -> None
     again = cache_teacher_embeddings(model, texts, cache, shard_size=32, progress=False)
     np.testing.assert_array_equal(again[:32], marker)  # kept, not recomputed
     np.testing.assert_allclose(again[32:], full[32:], atol=1e-6)
+
+
+def test_score_kl_is_zero_on_a_perfect_student_and_leaves_out_the_own_column() -> None:
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=1)
+    pool = torch.cat([teacher, torch.nn.functional.normalize(torch.randn(6, 8, generator=gen))])
+    assert float(_score_kl(teacher, teacher, pool, 0.05)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.nn.functional.normalize(teacher + 0.5 * torch.randn(4, 8, generator=gen))
+    loss = float(_score_kl(student, teacher, pool, 0.05))
+    assert loss > 0.01
+    # By hand: each row's KL over the pool without its own column (i), averaged over rows.
+    s_log = torch.log_softmax(student[0] @ pool[1:].T / 0.05, dim=0)
+    t_log = torch.log_softmax(teacher[0] @ pool[1:].T / 0.05, dim=0)
+    per_row = [
+        float((t.exp() * (t - s_)).sum())
+        for t, s_ in [
+            (
+                torch.log_softmax(
+                    torch.cat([teacher[i] @ pool[:i].T, teacher[i] @ pool[i + 1 :].T]) / 0.05, 0
+                ),
+                torch.log_softmax(
+                    torch.cat([student[i] @ pool[:i].T, student[i] @ pool[i + 1 :].T]) / 0.05, 0
+                ),
+            )
+            for i in range(4)
+        ]
+    ]
+    assert float((t_log.exp() * (t_log - s_log)).sum()) == pytest.approx(per_row[0], rel=1e-5)
+    assert loss == pytest.approx(sum(per_row) / 4, rel=1e-5)
+
+
+def test_teacher_neighbours_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 6)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.array(sorted(rng.choice(50, size=30, replace=False)))
+    got = teacher_neighbours(vectors, rows, 3)
+    for r, nbrs in zip(rows, got, strict=True):
+        sims = {int(o): float(vectors[r] @ vectors[o]) for o in rows if o != r}
+        want = sorted(sims, key=sims.get, reverse=True)[:3]
+        assert sorted(nbrs.tolist()) == sorted(want)
+
+
+def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair) -> None:
+    teacher, student, corpus = tiny_pair
+    texts = corpus.read_text().splitlines()
+    dev_path = tmp_path / "dev.json"
+    dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
+    dev_path.write_text(json.dumps(dev))
+    out = tmp_path / "out"
+    cfg = DistillConfig(
+        teacher=str(teacher),
+        student=str(student),
+        corpus=str(corpus),
+        out=str(out),
+        sentences=None,
+        epochs=3,
+        batch_size=16,
+        lr=2e-3,
+        val_fraction=0.1,
+        eval_every=3,
+        device="cpu",
+        dense_init=None,
+        dev_set=str(dev_path),
+        cache=str(tmp_path / "cache"),
+        progress=False,
+    )
+    summary = distill(cfg)
+    rows = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    curve = [r for r in rows if r["kind"] == "dev"]
+    assert curve[0]["step"] == 0 and len(curve) >= 3
+    best = max(curve, key=lambda r: r["student_teacher_ndcg_at_10"])  # first max wins ties
+    assert summary["dev"]["kept_step"] == best["step"]
+    assert summary["dev"]["kept_ndcg_at_10"] == best["student_teacher_ndcg_at_10"]
+    assert summary["dev"]["start_ndcg_at_10"] == curve[0]["student_teacher_ndcg_at_10"]
+    # Dev texts were not trained on: 18 of the 96 texts are the dev set's.
+    assert summary["train_texts"] + summary["val_texts"] == 96 - 18
+    # What was written is the kept step: re-scoring the served student gives its number.
+    from aegis_serve.evaluation.retrieval import evaluate_pair
+
+    served, t_model = Embedder(out), Embedder(teacher)
+    score = evaluate_pair(
+        served.embed(dev["queries"]), t_model.embed(dev["documents"]), dev["relevant"]
+    )[0]["ndcg_at_10"]
+    assert score == pytest.approx(best["student_teacher_ndcg_at_10"], abs=0.02)

@@ -222,6 +222,29 @@ def retrieval_synset_ids(n_docs: int = 10000, n_queries: int = 2000, seed: int =
     return {s.id for s in corpus}
 
 
+def dev_retrieval_set(
+    exclude_ids: set[str], n_docs: int = 2000, n_queries: int = 500, seed: int = 1
+) -> tuple[list[str], list[str], list[int], set[str]]:
+    """A development retrieval set for choosing training steps, disjoint from ``exclude_ids``.
+
+    Built like ``retrieval_set`` from the synsets outside ``exclude_ids`` (the report's
+    sets), so picking a checkpoint on it never looks at the report's data. Also returns every
+    text of its synsets, which the caller must keep out of training.
+    """
+    synsets = [s for s in load_synsets() if s.id not in exclude_ids]
+    queries, corpus = _select(synsets, n_docs, n_queries, seed)
+    index = {s.id: i for i, s in enumerate(corpus)}
+    texts: set[str] = set()
+    for s in corpus:
+        texts.update([s.definition, document_text(s), *s.examples])
+    return (
+        [example for _, example in queries],
+        [document_text(s) for s in corpus],
+        [index[s.id] for s, _ in queries],
+        texts,
+    )
+
+
 def distillation_sentences(
     limit: int | None = None, seed: int = 0, exclude_offsets: set[str] | None = None
 ) -> list[str]:

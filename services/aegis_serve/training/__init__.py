@@ -33,6 +33,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--negatives", type=int, default=1024, help="extra cached teacher negatives")
     p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--cos-weight", type=float, default=1.0, help="Σ_d (1 - cos) term weight")
+    p.add_argument(
+        "--score-weight",
+        type=float,
+        default=0.0,
+        help="listwise score distillation per dim: KL(teacher ‖ student) over the negative pool",
+    )
+    p.add_argument("--score-temperature", type=float, default=0.05)
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        help="add each batch text's K nearest corpus texts (by teacher cosine) to the pool",
+    )
+    p.add_argument(
+        "--dev-set",
+        default="",
+        help="'wordnet-dev' or a JSON retrieval set, scored every --eval-every steps (best kept)",
+    )
     p.add_argument("--head-lr-multiplier", type=float, default=1.0, help="Dense lr = lr × this")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)

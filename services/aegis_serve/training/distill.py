@@ -207,6 +207,9 @@ def matryoshka_loss(
     contrastive_weight: float = 0.0,
     negatives: torch.Tensor | None = None,
     temperature: float = 0.05,
+    score_weight: float = 0.0,
+    score_temperature: float = 0.05,
+    cos_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     """Σ over Matryoshka dims of 1 - cos of the prefixes, plus λ·MSE of the unit vectors.
 
@@ -217,6 +220,13 @@ def matryoshka_loss(
     ``negatives`` (more teacher rows, free because they are cached). Cosine alone on a small
     corpus mostly matches the direction all teacher vectors share and loses the differences
     that rank documents (docs/alignment.md measures it); the ranking term keeps them.
+
+    With ``score_weight``, each prefix also gets a listwise score-distillation term: over the
+    same pool of teacher vectors minus the text's own, the student's softmax of similarities
+    must match the teacher's (KL(teacher ‖ student)). That is the asymmetric search itself —
+    a student query scored against teacher documents must rank them as the teacher's query
+    would — and, unlike InfoNCE, it does not push the student away from the teacher vectors
+    of texts the teacher itself finds similar.
     """
     total = student.new_zeros(())
     per_dim: dict[int, float] = {}
@@ -226,16 +236,32 @@ def matryoshka_loss(
         s_d = F.normalize(student[:, :d], dim=1)
         t_d = F.normalize(teacher[:, :d], dim=1)
         cos = (s_d * t_d).sum(dim=1).mean()
-        total = total + (1.0 - cos)
+        total = total + cos_weight * (1.0 - cos)
         per_dim[d] = float(cos.detach())
+        if contrastive_weight or score_weight:
+            pool_d = F.normalize(pool[:, :d], dim=1)
         if contrastive_weight:
-            logits = s_d @ F.normalize(pool[:, :d], dim=1).T / temperature
+            logits = s_d @ pool_d.T / temperature
             total = total + contrastive_weight * F.cross_entropy(logits, labels)
+        if score_weight:
+            total = total + score_weight * _score_kl(s_d, t_d, pool_d, score_temperature)
     if mse_weight:
         total = total + mse_weight * F.mse_loss(
             F.normalize(student, dim=1), F.normalize(teacher, dim=1)
         )
     return total, per_dim
+
+
+def _score_kl(
+    s_d: torch.Tensor, t_d: torch.Tensor, pool_d: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """KL(teacher ‖ student) of the softmax over ``pool_d``, leaving out each row's own (i, i)."""
+    own = torch.zeros(len(s_d), len(pool_d), dtype=torch.bool, device=s_d.device)
+    own[torch.arange(len(s_d)), torch.arange(len(s_d))] = True
+    s_log = F.log_softmax((s_d @ pool_d.T / tau).masked_fill(own, float("-inf")), dim=1)
+    t_log = F.log_softmax((t_d @ pool_d.T / tau).masked_fill(own, float("-inf")), dim=1)
+    kl = t_log.exp() * (t_log - s_log)
+    return kl.masked_fill(own, 0.0).sum(dim=1).mean()
 
 
 # ------------------------------------------------------------------------------ config / run
@@ -258,6 +284,11 @@ class DistillConfig:
     contrastive_weight: float = 0.0
     negatives: int = 1024
     temperature: float = 0.05
+    cos_weight: float = 1.0
+    score_weight: float = 0.0
+    score_temperature: float = 0.05
+    neighbours: int = 0
+    dev_set: str | None = None
     head_lr_multiplier: float = 1.0
     val_fraction: float = 0.02
     eval_every: int = 50
@@ -303,6 +334,60 @@ def _batch(emb: Embedder, texts: Sequence[str], prompt: str, max_len: int) -> di
         cut.append(it)
     batch = emb._collate_padded(cut)
     return {k: v.to(emb.device) for k, v in batch.items()}
+
+
+def teacher_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """For each of ``rows``, the ``k`` other rows (of ``rows``) nearest by teacher cosine.
+
+    They join the pool of the contrastive and score terms: random texts are mostly unrelated,
+    and ranking the top of a result list is decided among near neighbours.
+    """
+    sub = vectors[rows]
+    out = np.zeros((len(rows), k), dtype=np.int64)
+    for c in range(0, len(rows), 2048):
+        sim = sub[c : c + 2048] @ sub.T
+        sim[np.arange(len(sim)), np.arange(c, c + len(sim))] = -np.inf
+        out[c : c + 2048] = np.argpartition(-sim, k, axis=1)[:, :k]
+    return rows[out]
+
+
+@dataclass
+class DevSet:
+    """A retrieval set held out of training, scored while training to pick the step to keep."""
+
+    queries: list[str]
+    documents: list[str]
+    relevant: list[int]
+    texts: set[str]
+    teacher_queries: np.ndarray
+    teacher_documents: np.ndarray
+
+
+def load_dev_set(name: str, teacher: Embedder, progress: bool) -> DevSet:
+    """``wordnet-dev`` (500 usage examples → 2,000 definitions, outside every report set) or a
+    JSON file like ``eval --dataset PATH`` takes; its texts are kept out of training."""
+    if name == "wordnet-dev":
+        from aegis_serve.data.wordnet import dev_retrieval_set, retrieval_synset_ids
+
+        held_out: set[str] = set()
+        for n_docs, n_queries in WORDNET_EVAL_SIZES:
+            held_out |= retrieval_synset_ids(n_docs, n_queries)
+        q, d, rel, texts = dev_retrieval_set(held_out)
+    elif Path(name).is_file():
+        from aegis_serve.evaluation.retrieval import load_dataset
+
+        q, d, rel, _ = load_dataset(name)
+        texts = set(q) | set(d)
+    else:
+        raise ValueError(f"dev set {name!r} is neither 'wordnet-dev' nor a JSON file")
+    vecs = []
+    for role, group in (("query", q), ("document", d)):
+        prompt = role if role in teacher.prompts else None
+        cache = embedding_cache_path(teacher, group, prompt)
+        vecs.append(
+            cache_teacher_embeddings(teacher, group, cache, prompt_name=prompt, progress=progress)
+        )
+    return DevSet(q, d, rel, texts, vecs[0], vecs[1])
 
 
 def _lr_lambda(plan: dict[str, int]) -> Any:
@@ -418,10 +503,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         progress=cfg.progress,
     )
     teacher_seconds = time.perf_counter() - t0
+    dev = load_dev_set(cfg.dev_set, teacher, cfg.progress) if cfg.dev_set else None
     del teacher
 
     student_emb = Embedder(student_path, device=device, dtype="float32")
     student_prompt = prompts.get(prompt_name, "") if prompt_name else ""
+    doc_prompt = prompts.get("document", "")
     model = StudentModel(
         student_emb, t_emb.shape[1], Path(cfg.dense_init) if cfg.dense_init else None
     ).to(device)
@@ -431,8 +518,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
     n_val = min(max(1, round(len(texts) * cfg.val_fraction)), 1024) if cfg.val_fraction else 0
+    if dev is not None:
+        order = order[[texts[i] not in dev.texts for i in order]]
     val_idx, train_idx = order[:n_val], order[n_val:]
     target = torch.from_numpy(t_emb).float()
+    nbrs = teacher_neighbours(t_emb, train_idx, cfg.neighbours) if cfg.neighbours else None
+    pos_of = {int(i): p for p, i in enumerate(train_idx)}
 
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -463,6 +554,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                     cfg.contrastive_weight,
                     None,
                     cfg.temperature,
+                    cfg.score_weight,
+                    cfg.score_temperature,
+                    cfg.cos_weight,
                 )
                 losses += float(loss) * len(idx)
                 for d in dims:
@@ -480,9 +574,41 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
+    def dev_score() -> dict[str, float]:
+        """nDCG@10 of student queries against teacher (and student) documents, full dim."""
+        from aegis_serve.evaluation.retrieval import evaluate_pair
+
+        assert dev is not None
+        model.eval()
+        vecs = []
+        with torch.no_grad():
+            for group, prompt in ((dev.queries, student_prompt), (dev.documents, doc_prompt)):
+                parts = [
+                    F.normalize(
+                        model(_batch(student_emb, group[s : s + 128], prompt, 512)), dim=1
+                    ).cpu()
+                    for s in range(0, len(group), 128)
+                ]
+                vecs.append(torch.cat(parts).numpy())
+        model.train()
+        s_t = evaluate_pair(vecs[0], dev.teacher_documents, dev.relevant)[0]["ndcg_at_10"]
+        s_s = evaluate_pair(vecs[0], vecs[1], dev.relevant)[0]["ndcg_at_10"]
+        return {"student_teacher_ndcg_at_10": s_t, "student_student_ndcg_at_10": s_s}
+
+    best: dict[str, Any] = {}
+
+    def check_dev(at: int) -> None:
+        score = dev_score()
+        record({"kind": "dev", "step": at, **score})
+        if not best or score["student_teacher_ndcg_at_10"] > best["score"]:
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best.update(step=at, score=score["student_teacher_ndcg_at_10"], state=state)
+
     log_path.write_text("")
     val0, cos0 = evaluate() if n_val else (float("nan"), {})
     record({"kind": "val", "step": 0, "loss": val0, "cos": {str(d): c for d, c in cos0.items()}})
+    if dev is not None:
+        check_dev(0)
     model.train()
     t_train = time.perf_counter()
     step = 0
@@ -506,10 +632,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             batch = _batch(student_emb, [texts[i] for i in idx], student_prompt, cfg.max_seq_len)
             pred = model(batch)
             negatives = None
-            if cfg.contrastive_weight and cfg.negatives:
+            if (cfg.contrastive_weight or cfg.score_weight) and (cfg.negatives or nbrs is not None):
                 extra = gen.integers(0, len(train_idx), size=min(cfg.negatives, len(train_idx)))
                 extra = train_idx[extra]
-                negatives = target[extra[~np.isin(extra, idx)]].to(device)
+                if nbrs is not None:
+                    extra = np.concatenate([nbrs[[pos_of[int(i)] for i in idx]].ravel(), extra])
+                extra = np.unique(extra[~np.isin(extra, idx)])
+                negatives = target[extra].to(device)
             loss, per = matryoshka_loss(
                 pred,
                 target[idx].to(device),
@@ -518,6 +647,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 cfg.contrastive_weight,
                 negatives,
                 cfg.temperature,
+                cfg.score_weight,
+                cfg.score_temperature,
+                cfg.cos_weight,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -548,8 +680,29 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                     }
                 )
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", val=f"{vl:.4f}")
+            if dev is not None and (step % cfg.eval_every == 0 or step == total_steps):
+                check_dev(step)
     bar.close()
     train_seconds = time.perf_counter() - t_train
+    dev_info: dict[str, Any] = {}
+    if dev is not None:
+        if best["step"] != step:
+            model.load_state_dict(best["state"])
+        curve = [r for r in rows if r["kind"] == "dev"]
+        dev_info = {
+            "set": cfg.dev_set,
+            "start_ndcg_at_10": curve[0]["student_teacher_ndcg_at_10"],
+            "kept_step": best["step"],
+            "kept_ndcg_at_10": best["score"],
+            "improved": best["step"] > 0,
+        }
+        if best["step"] == 0:
+            log.warning(
+                "no training step beat the starting student on %s (nDCG@10 %.4f): the output is "
+                "the starting student",
+                cfg.dev_set,
+                best["score"],
+            )
     model.eval()
     write_student_dir(model, student_path, out, space, prompts)
     calib_info: dict[str, Any] = {}
@@ -579,6 +732,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "val_loss_last": val_rows[-1]["loss"] if val_rows else None,
         "val_cos_last": val_rows[-1]["cos"] if val_rows else None,
         "calibration": calib_info,
+        "dev": dev_info,
         "command": "aegis-serve " + " ".join(sys.argv[1:]),
     }
     write_json(out / "training_summary.json", summary)
@@ -612,6 +766,11 @@ def config_from_args(ns: argparse.Namespace) -> DistillConfig:
         contrastive_weight=ns.contrastive_weight,
         negatives=ns.negatives,
         temperature=ns.temperature,
+        cos_weight=ns.cos_weight,
+        score_weight=ns.score_weight,
+        score_temperature=ns.score_temperature,
+        neighbours=ns.neighbours,
+        dev_set=ns.dev_set or None,
         head_lr_multiplier=ns.head_lr_multiplier,
     )
 
