@@ -90,6 +90,25 @@ def tiny_pair(tmp_path: Path, student_dir: Path) -> tuple[Path, Path, Path]:
     return teacher, student, corpus
 
 
+def tiny_config(tmp_path: Path, tiny_pair: tuple[Path, Path, Path], **changes) -> DistillConfig:
+    """A CPU run of the tiny pair into ``tmp_path / "out"``; ``changes`` set the rest."""
+    teacher, student, corpus = tiny_pair
+    base = {
+        "teacher": str(teacher),
+        "student": str(student),
+        "corpus": str(corpus),
+        "out": str(tmp_path / "out"),
+        "sentences": None,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "device": "cpu",
+        "dense_init": None,
+        "cache": str(tmp_path / "cache"),
+        "progress": False,
+    }
+    return DistillConfig(**{**base, **changes})
+
+
 @pytest.mark.parametrize(
     ("contrastive_weight", "score_weight", "neighbours"),
     [(0.0, 0.0, 0), (0.5, 0.0, 0), (0.0, 1.0, 4)],
@@ -98,28 +117,19 @@ def tiny_pair(tmp_path: Path, student_dir: Path) -> tuple[Path, Path, Path]:
 def test_distill_reduces_loss_and_writes_a_loadable_student(
     tmp_path, tiny_pair, contrastive_weight, score_weight, neighbours
 ) -> None:
-    teacher, student, corpus = tiny_pair
+    teacher, _, corpus = tiny_pair
     out = tmp_path / "out"
-    cfg = DistillConfig(
-        teacher=str(teacher),
-        student=str(student),
-        corpus=str(corpus),
-        out=str(out),
-        sentences=None,
+    cfg = tiny_config(
+        tmp_path,
+        tiny_pair,
         epochs=6,
-        batch_size=16,
-        lr=2e-3,
         val_fraction=0.2,
         eval_every=10,
-        device="cpu",
-        dense_init=None,
         contrastive_weight=contrastive_weight,
         score_weight=score_weight,
         neighbours=neighbours,
         negatives=16,
         head_lr_multiplier=2.0,
-        cache=str(tmp_path / "cache"),
-        progress=False,
     )
     summary = distill(cfg)
     assert summary["val_loss_last"] < 0.8 * summary["val_loss_first"]
@@ -203,28 +213,14 @@ def test_teacher_neighbours_match_brute_force() -> None:
 
 
 def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair) -> None:
-    teacher, student, corpus = tiny_pair
+    teacher, _, corpus = tiny_pair
     texts = corpus.read_text().splitlines()
     dev_path = tmp_path / "dev.json"
     dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
     dev_path.write_text(json.dumps(dev))
     out = tmp_path / "out"
-    cfg = DistillConfig(
-        teacher=str(teacher),
-        student=str(student),
-        corpus=str(corpus),
-        out=str(out),
-        sentences=None,
-        epochs=3,
-        batch_size=16,
-        lr=2e-3,
-        val_fraction=0.1,
-        eval_every=3,
-        device="cpu",
-        dense_init=None,
-        dev_set=str(dev_path),
-        cache=str(tmp_path / "cache"),
-        progress=False,
+    cfg = tiny_config(
+        tmp_path, tiny_pair, epochs=3, val_fraction=0.1, eval_every=3, dev_set=str(dev_path)
     )
     summary = distill(cfg)
     rows = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
