@@ -16,20 +16,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aegis_serve.data.wordnet import dev_retrieval_set, retrieval_synset_ids
-from aegis_serve.evaluation.retrieval import _embed_cached, evaluate_pair
+from aegis_serve.data.wordnet import dev_retrieval_set
+from aegis_serve.evaluation.retrieval import evaluate_pair
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.resolve import resolve_model
 from aegis_serve.training import LS_DENSE
 from aegis_serve.training.distill import (
-    WORDNET_EVAL_SIZES,
     StudentModel,
     _batch,
     _lr_lambda,
     cache_teacher_embeddings,
+    embed_cached,
     embedding_cache_path,
     load_corpus,
     matryoshka_loss,
+    report_synset_ids,
+    teacher_neighbours,
 )
 
 ap = argparse.ArgumentParser()
@@ -53,18 +55,15 @@ ap.add_argument("--freeze-emb", action="store_true")
 a = ap.parse_args()
 torch.manual_seed(0)
 torch.set_num_threads(2)
-eval_ids = set()
-for nd, nq in WORDNET_EVAL_SIZES:
-    eval_ids |= retrieval_synset_ids(nd, nq)
-dev_q, dev_d, dev_rel, dev_texts = dev_retrieval_set(eval_ids)
+dev_q, dev_d, dev_rel, dev_texts = dev_retrieval_set(report_synset_ids())
 T = Embedder(resolve_model("builtin:document"))
 texts = load_corpus("wordnet", a.sentences, 0)
 temb = cache_teacher_embeddings(T, texts, embedding_cache_path(T, texts, None), progress=True)
 keep = np.array([t not in dev_texts for t in texts])
 texts = [t for t, k in zip(texts, keep, strict=False) if k]
 temb = temb[keep]
-tq = _embed_cached(T, dev_q, "query", True)
-td = _embed_cached(T, dev_d, "document", True)
+tq = embed_cached(T, dev_q, "query", True)
+td = embed_cached(T, dev_d, "document", True)
 print(
     "train texts",
     len(texts),
@@ -130,12 +129,7 @@ gen = np.random.default_rng(1)
 step = 0
 t0 = time.time()
 if a.nn:
-    nbrs = np.zeros((len(temb), a.nn), dtype=np.int64)
-    for c in range(0, len(temb), 2048):
-        sim = temb[c : c + 2048] @ temb.T
-        sim[np.arange(len(sim)), np.arange(c, c + len(sim))] = -9
-        nbrs[c : c + 2048] = np.argpartition(-sim, a.nn, axis=1)[:, : a.nn]
-    print("neighbours ready", time.time() - t0, flush=True)
+    nbrs = teacher_neighbours(temb, np.arange(len(temb)), a.nn)
 while step < a.steps:
     perm = gen.permutation(len(texts))
     for s in range(0, len(perm) - a.bs + 1, a.bs):

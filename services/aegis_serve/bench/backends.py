@@ -84,16 +84,17 @@ def measure_backend(
 
 
 def run_backends_bench(cfg: BackendsBenchConfig) -> dict[str, Any]:
-    from aegis_serve.evaluation.retrieval import _embed_cached, load_dataset
+    from aegis_serve.evaluation.retrieval import load_dataset
     from aegis_serve.models.embedder import Embedder
     from aegis_serve.models.resolve import resolve_model
+    from aegis_serve.training.distill import embed_cached
 
     unknown = set(cfg.backends) - set(BACKENDS)
     if unknown:
         raise ValueError(f"unknown backends {sorted(unknown)}; choose from {list(BACKENDS)}")
     queries, documents, relevant, desc = load_dataset(cfg.dataset)
     teacher = Embedder(resolve_model(cfg.teacher))
-    doc_vectors = _embed_cached(teacher, documents, "document", cfg.progress)
+    doc_vectors = embed_cached(teacher, documents, "document", cfg.progress)
     del teacher
     model_dir = resolve_model(cfg.model)
     latency_texts = query_texts(cfg.requests)

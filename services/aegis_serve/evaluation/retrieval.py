@@ -202,19 +202,6 @@ def load_dataset(name: str) -> tuple[list[str], list[str], list[int], dict[str, 
 
 
 # ------------------------------------------------------------------------------ runner
-def _embed_cached(model: Any, texts: Sequence[str], role: str, progress: bool) -> np.ndarray:
-    from aegis_serve.training.distill import cache_teacher_embeddings, embedding_cache_path
-
-    prompt = role if role in model.prompts else None
-    return cache_teacher_embeddings(
-        model,
-        texts,
-        embedding_cache_path(model, texts, prompt),
-        prompt_name=prompt,
-        progress=progress,
-    )
-
-
 def _space_calibration(
     dirs: Sequence[Path], dims: Sequence[int]
 ) -> tuple[dict[int, np.ndarray], str]:
@@ -238,14 +225,15 @@ def run_eval(
     """All rows of the alignment report (see ``report.write_report`` for the files)."""
     from aegis_serve.models.embedder import Embedder
     from aegis_serve.models.resolve import resolve_model
+    from aegis_serve.training.distill import embed_cached
 
     started = time.perf_counter()
     q_texts, d_texts, relevant, desc = load_dataset(dataset)
     q_dir, d_dir = resolve_model(query_model), resolve_model(document_model)
     teacher = Embedder(d_dir)
     dims = list(teacher.space.matryoshka_dims)
-    t_q = _embed_cached(teacher, q_texts, "query", progress)
-    t_d = _embed_cached(teacher, d_texts, "document", progress)
+    t_q = embed_cached(teacher, q_texts, "query", progress)
+    t_d = embed_cached(teacher, d_texts, "document", progress)
     t_info = {
         "dir": str(d_dir),
         "model_id": teacher.space.model_id,
@@ -257,8 +245,8 @@ def run_eval(
         raise ValueError(
             f"query model writes into {student.space.space_id}, documents into {t_info['space_id']}"
         )
-    s_q = _embed_cached(student, q_texts, "query", progress)
-    s_d = _embed_cached(student, d_texts, "document", progress)
+    s_q = embed_cached(student, q_texts, "query", progress)
+    s_d = embed_cached(student, d_texts, "document", progress)
     s_info = {
         "dir": str(q_dir),
         "model_id": student.space.model_id,
@@ -309,9 +297,9 @@ def run_eval(
     base_rows: list[dict[str, Any]] = []
     for name, spec in (baselines or {}).items():
         b = Embedder(resolve_model(spec))
-        b_q = _embed_cached(b, q_texts, "query", progress)
+        b_q = embed_cached(b, q_texts, "query", progress)
         same_space = b.space.space_id == t_info["space_id"]
-        b_d = _embed_cached(b, d_texts, "document", progress)
+        b_d = embed_cached(b, d_texts, "document", progress)
         del b
         ref = top_k(t_q, t_d)
         if same_space:

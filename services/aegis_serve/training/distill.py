@@ -77,6 +77,16 @@ _TOKENIZER_FILES = (
 
 
 # ------------------------------------------------------------------------------ corpus
+def report_synset_ids() -> set[str]:
+    """Every synset of the WordNet retrieval sets the report may use: never trained on."""
+    from aegis_serve.data.wordnet import retrieval_synset_ids
+
+    held_out: set[str] = set()
+    for n_docs, n_queries in WORDNET_EVAL_SIZES:
+        held_out |= retrieval_synset_ids(n_docs, n_queries)
+    return held_out
+
+
 def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[str]:
     """Texts from a file (one per line) or a package corpus: ``wordnet`` (eval synsets held out).
 
@@ -84,12 +94,9 @@ def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[str]
     retrieval set, so the report's dataset is never the distillation corpus.
     """
     if spec == "wordnet":
-        from aegis_serve.data.wordnet import distillation_sentences, retrieval_synset_ids
+        from aegis_serve.data.wordnet import distillation_sentences
 
-        held_out: set[str] = set()
-        for n_docs, n_queries in WORDNET_EVAL_SIZES:
-            held_out |= retrieval_synset_ids(n_docs, n_queries)
-        return distillation_sentences(limit, seed=seed, exclude_offsets=held_out)
+        return distillation_sentences(limit, seed=seed, exclude_offsets=report_synset_ids())
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"corpus {spec!r} is neither 'wordnet' nor a text file")
@@ -159,6 +166,13 @@ def cache_teacher_embeddings(
             os.replace(tmp, shard)
             bar.update(len(chunk))
     return np.concatenate([np.load(s) for s in shards]) if shards else np.zeros((0, teacher.dim))
+
+
+def embed_cached(model: Embedder, texts: Sequence[str], role: str, progress: bool) -> np.ndarray:
+    """``model``'s vectors of ``texts`` in one role (its prompt when it has one), cached."""
+    prompt = role if role in model.prompts else None
+    cache = embedding_cache_path(model, texts, prompt)
+    return cache_teacher_embeddings(model, texts, cache, prompt_name=prompt, progress=progress)
 
 
 # ------------------------------------------------------------------------------ model
@@ -367,12 +381,9 @@ def load_dev_set(name: str, teacher: Embedder, progress: bool) -> DevSet:
     """``wordnet-dev`` (500 usage examples → 2,000 definitions, outside every report set) or a
     JSON file like ``eval --dataset PATH`` takes; its texts are kept out of training."""
     if name == "wordnet-dev":
-        from aegis_serve.data.wordnet import dev_retrieval_set, retrieval_synset_ids
+        from aegis_serve.data.wordnet import dev_retrieval_set
 
-        held_out: set[str] = set()
-        for n_docs, n_queries in WORDNET_EVAL_SIZES:
-            held_out |= retrieval_synset_ids(n_docs, n_queries)
-        q, d, rel, texts = dev_retrieval_set(held_out)
+        q, d, rel, texts = dev_retrieval_set(report_synset_ids())
     elif Path(name).is_file():
         from aegis_serve.evaluation.retrieval import load_dataset
 
@@ -380,14 +391,9 @@ def load_dev_set(name: str, teacher: Embedder, progress: bool) -> DevSet:
         texts = set(q) | set(d)
     else:
         raise ValueError(f"dev set {name!r} is neither 'wordnet-dev' nor a JSON file")
-    vecs = []
-    for role, group in (("query", q), ("document", d)):
-        prompt = role if role in teacher.prompts else None
-        cache = embedding_cache_path(teacher, group, prompt)
-        vecs.append(
-            cache_teacher_embeddings(teacher, group, cache, prompt_name=prompt, progress=progress)
-        )
-    return DevSet(q, d, rel, texts, vecs[0], vecs[1])
+    t_q = embed_cached(teacher, q, "query", progress)
+    t_d = embed_cached(teacher, d, "document", progress)
+    return DevSet(q, d, rel, texts, t_q, t_d)
 
 
 def _lr_lambda(plan: dict[str, int]) -> Any:
@@ -522,8 +528,10 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         order = order[[texts[i] not in dev.texts for i in order]]
     val_idx, train_idx = order[:n_val], order[n_val:]
     target = torch.from_numpy(t_emb).float()
-    nbrs = teacher_neighbours(t_emb, train_idx, cfg.neighbours) if cfg.neighbours else None
-    pos_of = {int(i): p for p, i in enumerate(train_idx)}
+    nbrs = None  # by text index: the training texts nearest to each training text
+    if cfg.neighbours:
+        nbrs = np.zeros((len(texts), cfg.neighbours), dtype=np.int64)
+        nbrs[train_idx] = teacher_neighbours(t_emb, train_idx, cfg.neighbours)
 
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -636,7 +644,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 extra = gen.integers(0, len(train_idx), size=min(cfg.negatives, len(train_idx)))
                 extra = train_idx[extra]
                 if nbrs is not None:
-                    extra = np.concatenate([nbrs[[pos_of[int(i)] for i in idx]].ravel(), extra])
+                    extra = np.concatenate([nbrs[idx].ravel(), extra])
                 extra = np.unique(extra[~np.isin(extra, idx)])
                 negatives = target[extra].to(device)
             loss, per = matryoshka_loss(
