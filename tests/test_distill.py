@@ -240,3 +240,11 @@ def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair
         served.embed(dev["queries"]), t_model.embed(dev["documents"]), dev["relevant"]
     )[0]["ndcg_at_10"]
     assert score == pytest.approx(best["student_teacher_ndcg_at_10"], abs=0.02)
+
+
+def test_unknown_dev_set_is_refused_before_any_model_loads(tmp_path, tiny_pair) -> None:
+    cfg = tiny_config(tmp_path, tiny_pair, dev_set="wordnet-dve", teacher=str(tmp_path / "none"))
+    # The teacher path does not exist either: the dev-set error must come first, not after
+    # minutes of teacher embeddings.
+    with pytest.raises(ValueError, match="neither 'wordnet-dev' nor a JSON file"):
+        distill(cfg)

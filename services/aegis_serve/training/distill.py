@@ -377,9 +377,13 @@ class DevSet:
     teacher_documents: np.ndarray
 
 
-def load_dev_set(name: str, teacher: Embedder, progress: bool) -> DevSet:
-    """``wordnet-dev`` (500 usage examples → 2,000 definitions, outside every report set) or a
-    JSON file like ``eval --dataset PATH`` takes; its texts are kept out of training."""
+DevTexts = tuple[list[str], list[str], list[int], set[str]]
+
+
+def read_dev_set(name: str) -> DevTexts:
+    """(queries, documents, relevant, every text to keep out of training) of ``wordnet-dev``
+    (500 usage examples → 2,000 definitions, outside every report set) or of a JSON file like
+    ``eval --dataset PATH`` takes. Read before any model loads, so a bad name fails at once."""
     if name == "wordnet-dev":
         from aegis_serve.data.wordnet import dev_retrieval_set
 
@@ -391,6 +395,12 @@ def load_dev_set(name: str, teacher: Embedder, progress: bool) -> DevSet:
         texts = set(q) | set(d)
     else:
         raise ValueError(f"dev set {name!r} is neither 'wordnet-dev' nor a JSON file")
+    return q, d, rel, texts
+
+
+def embed_dev_set(dev_texts: DevTexts, teacher: Embedder, progress: bool) -> DevSet:
+    """The dev set with the teacher's vectors of its queries and documents (cached)."""
+    q, d, rel, texts = dev_texts
     t_q = embed_cached(teacher, q, "query", progress)
     t_d = embed_cached(teacher, d, "document", progress)
     return DevSet(q, d, rel, texts, t_q, t_d)
@@ -482,6 +492,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     device = _device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    dev_texts = read_dev_set(cfg.dev_set) if cfg.dev_set else None
     teacher_path = resolve_model(cfg.teacher, progress=cfg.progress)
     student_path = resolve_model(cfg.student, progress=cfg.progress)
     out = Path(cfg.out)
@@ -509,7 +520,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         progress=cfg.progress,
     )
     teacher_seconds = time.perf_counter() - t0
-    dev = load_dev_set(cfg.dev_set, teacher, cfg.progress) if cfg.dev_set else None
+    dev = embed_dev_set(dev_texts, teacher, cfg.progress) if dev_texts else None
     del teacher
 
     student_emb = Embedder(student_path, device=device, dtype="float32")
