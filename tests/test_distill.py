@@ -228,8 +228,8 @@ def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair
     assert curve[0]["step"] == 0 and len(curve) >= 3
     best = max(curve, key=lambda r: r["student_teacher_ndcg_at_10"])  # first max wins ties
     assert summary["dev"]["kept_step"] == best["step"]
-    assert summary["dev"]["kept_ndcg_at_10"] == best["student_teacher_ndcg_at_10"]
-    assert summary["dev"]["start_ndcg_at_10"] == curve[0]["student_teacher_ndcg_at_10"]
+    assert summary["dev"]["kept"] == best["student_teacher_ndcg_at_10"]
+    assert summary["dev"]["start"] == curve[0]["student_teacher_ndcg_at_10"]
     # Dev texts were not trained on: 18 of the 96 texts are the dev set's.
     assert summary["train_texts"] + summary["val_texts"] == 96 - 18
     # What was written is the kept step: re-scoring the served student gives its number.
@@ -248,3 +248,79 @@ def test_unknown_dev_set_is_refused_before_any_model_loads(tmp_path, tiny_pair) 
     # minutes of teacher embeddings.
     with pytest.raises(ValueError, match="neither 'wordnet-dev' nor a JSON file"):
         distill(cfg)
+
+
+def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
+    tmp_path, tiny_pair
+) -> None:
+    """--student-layers 1 on the teacher itself, word embeddings frozen, dev set picked by the
+    mean over dims; pack-student then drops the embedding table and restore puts it back."""
+    from safetensors.torch import load_file, save_file
+
+    from aegis_serve.models.shared_weights import (
+        SHARED_FILE,
+        SharedWeightsError,
+        restore_shared,
+        strip_shared,
+    )
+
+    teacher, _, corpus = tiny_pair
+    texts = corpus.read_text().splitlines()
+    dev_path = tmp_path / "dev.json"
+    dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
+    dev_path.write_text(json.dumps(dev))
+    out = tmp_path / "out"
+    summary = distill(
+        tiny_config(
+            tmp_path,
+            tiny_pair,
+            student=str(teacher),
+            student_layers=1,
+            freeze_word_embeddings=True,
+            epochs=2,
+            eval_every=3,
+            dev_set=str(dev_path),
+            dev_metric="mean_ndcg_at_10",
+        )
+    )
+    rows = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    curve = [r for r in rows if r["kind"] == "dev"]
+    best = max(curve, key=lambda r: r["mean_ndcg_at_10"])
+    assert summary["dev"]["kept"] == best["mean_ndcg_at_10"]
+    assert set(best["student_teacher_ndcg_at_10_by_dim"]) == {"48", "32", "16"}
+    assert best["mean_ndcg_at_10"] == pytest.approx(
+        np.mean(list(best["student_teacher_ndcg_at_10_by_dim"].values()))
+    )
+    served = Embedder(out)
+    assert served.num_layers == 1 and served.dim == 48
+    teacher_w = load_file(str(teacher / "model.safetensors"))
+    student_w = load_file(str(out / "model.safetensors"))
+    emb = "embeddings.word_embeddings.weight"
+    assert torch.equal(student_w[emb], teacher_w[emb].half())  # frozen (saved in fp16)
+    assert not any(k.startswith("encoder.layer.1.") for k in student_w)
+
+    packed = tmp_path / "packed"
+    manifest = strip_shared(out, teacher, "builtin:test", packed)
+    assert emb in manifest["tensors"] and (packed / SHARED_FILE).is_file()
+    assert emb not in load_file(str(packed / "model.safetensors"))
+    size = (packed / "model.safetensors").stat().st_size
+    assert size < (out / "model.safetensors").stat().st_size
+    restored = restore_shared(packed, teacher, tmp_path / "restored")
+    assert not (restored / SHARED_FILE).exists()
+    again = load_file(str(restored / "model.safetensors"))
+    assert set(again) == set(student_w)
+    assert all(torch.equal(again[k], student_w[k]) for k in student_w)
+    np.testing.assert_array_equal(Embedder(restored).embed(texts[:5]), served.embed(texts[:5]))
+
+    # A teacher whose table changed must be refused, not silently mixed in.
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher, other)
+    teacher_w[emb] = teacher_w[emb] + 1e-3
+    save_file(teacher_w, str(other / "model.safetensors"))
+    with pytest.raises(SharedWeightsError, match="differs"):
+        restore_shared(packed, other, tmp_path / "bad")
+
+
+def test_student_layers_beyond_the_student_depth_are_refused(tmp_path, tiny_pair) -> None:
+    with pytest.raises(ValueError, match="--student-layers 5: the student has 2 layers"):
+        distill(tiny_config(tmp_path, tiny_pair, student_layers=5))

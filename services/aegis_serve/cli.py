@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--teacher", default="builtin:document", help="embeds the documents")
     bb.add_argument("--dataset", default="wordnet")
     bb.add_argument("--backends", default="torch,torch-int8,onnx,onnx-int8")
+    bb.add_argument(
+        "--baseline", action="append", default=[], help="NAME=MODEL another query model to compare"
+    )
     bb.add_argument("--threads", type=int, default=0, help="0 = torch default (all cores)")
     bb.add_argument("--requests", type=int, default=300, help="single queries per backend")
     bb.add_argument("--batch-texts", type=int, default=1024, help="batched texts per backend")
@@ -200,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     from aegis_serve.training import add_arguments as distill_arguments
 
     distill_arguments(dist)
+
+    pack = sub.add_parser(
+        "pack-student",
+        help="write a distilled student without the tensors it shares with its teacher",
+    )
+    pack.add_argument("--model", required=True, help="the distilled student dir")
+    pack.add_argument("--shared-with", default="builtin:document", help="the teacher spec")
+    pack.add_argument("--out", required=True, help="e.g. services/aegis_serve/assets/...")
 
     ev = sub.add_parser("eval", help="alignment report: docs/alignment.md + results JSON")
     ev.add_argument("--query-model", default="builtin:query")
@@ -348,6 +359,21 @@ def _cmd_distill(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack_student(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aegis_serve.models.resolve import resolve_model
+    from aegis_serve.models.shared_weights import SharedWeightsError, strip_shared
+
+    try:
+        source = resolve_model(ns.shared_with)
+        manifest = strip_shared(Path(ns.model), source, ns.shared_with, Path(ns.out))
+    except (ValueError, SharedWeightsError) as exc:
+        raise SystemExit(str(exc)) from None
+    print(json.dumps({"out": ns.out, "shared": sorted(manifest["tensors"])}))
+    return 0
+
+
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -368,6 +394,7 @@ COMMANDS = {
     "chaos": _cmd_chaos,
     "distill": _cmd_distill,
     "eval": _cmd_eval,
+    "pack-student": _cmd_pack_student,
     "encoder": _cmd_encoder,
     "gateway": _cmd_gateway,
     "up": _cmd_up,

@@ -2,8 +2,9 @@
 
 `builtin:document` is the teacher (all-mpnet-base-v2, extracted from its packages once);
 `builtin:query` is the small student aligned into the teacher's space: a committed distilled
-Sentence-Transformers directory (``assets/distilled-student``, fp16 weights) when this
-checkout has one, else the student plus the least-squares Dense map (``models/align.py``),
+Sentence-Transformers directory (``assets/distilled-student``, fp16 weights; completed once
+from the teacher when it was committed without the tensors it shares with it) when this
+checkout has one, else MiniLM plus the least-squares Dense map (``models/align.py``),
 assembled once in the cache. docs/alignment.md measures both; the one that retrieves better
 against teacher documents is the one shipped.
 
@@ -28,12 +29,40 @@ SPACE_CALIBRATION = ASSETS / "space-calibration" / "calibration.json"
 _CALIBRATION = "calibration.json"
 
 
-def distilled_student_dir() -> Path | None:
-    """The committed distilled student, if this checkout has it complete."""
+def distilled_student_dir(progress: bool = True) -> Path | None:
+    """The committed distilled student, if this checkout has it complete.
+
+    A student committed without the tensors it shares with its teacher (``shared_weights.json``,
+    see ``models/shared_weights.py``) is completed once from the teacher into the cache.
+    """
     needed = ("modules.json", "model.safetensors", "config.json", "aegis_space.json")
-    if all((DISTILLED_DIR / name).is_file() for name in needed):
-        return DISTILLED_DIR
-    return None
+    if not all((DISTILLED_DIR / name).is_file() for name in needed):
+        return None
+    from aegis_serve.models.shared_weights import read_manifest
+
+    manifest = read_manifest(DISTILLED_DIR)
+    return DISTILLED_DIR if manifest is None else _completed_student(manifest, progress)
+
+
+def _completed_student(manifest: dict[str, object], progress: bool) -> Path:
+    """The committed student plus its shared tensors from their source, built once."""
+    from aegis_serve.models.packaged import cache_dir, cached_build
+    from aegis_serve.models.shared_weights import restore_shared
+
+    source = resolve_model(str(manifest["source"]), progress=progress)
+    digest = hashlib.sha256()
+    for f in sorted(DISTILLED_DIR.rglob("*")):
+        if f.is_file():
+            digest.update(f"{f.relative_to(DISTILLED_DIR)}\n".encode() + f.read_bytes())
+    fingerprint = json.dumps(
+        {"student": digest.hexdigest(), "source": str(source.resolve())}, sort_keys=True
+    )
+    target = cache_dir() / "models" / "distilled" / DISTILLED_DIR.name
+
+    def build(tmp: Path) -> Path:
+        return restore_shared(DISTILLED_DIR, source, tmp / DISTILLED_DIR.name)
+
+    return cached_build(target, fingerprint, build, f"completing {DISTILLED_DIR.name}")
 
 
 def _space_calibration(teacher: Path) -> Path | None:
@@ -87,7 +116,7 @@ def resolve_model(spec: str, progress: bool = True) -> Path:
         calibration = _space_calibration(teacher)
         return calibrated_teacher_dir(teacher, calibration) if calibration else teacher
     if spec == "builtin:query":
-        distilled = distilled_student_dir()
+        distilled = distilled_student_dir(progress)
         if distilled is not None:
             return distilled
         from aegis_serve.models.align import aligned_student_dir

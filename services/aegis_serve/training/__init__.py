@@ -52,6 +52,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="",
         help="'wordnet-dev' or a JSON retrieval set, scored every --eval-every steps (best kept)",
     )
+    p.add_argument(
+        "--dev-metric",
+        choices=("ndcg_at_10", "mean_ndcg_at_10"),
+        default="ndcg_at_10",
+        help="dev score to keep the best step by: full-dim nDCG@10 or its mean over dims",
+    )
+    p.add_argument(
+        "--student-layers",
+        type=int,
+        default=0,
+        help="keep only the student's first N layers (e.g. --student builtin:document: a "
+        "layer-exit student of the teacher); 0 = all",
+    )
+    p.add_argument(
+        "--freeze-word-embeddings",
+        action="store_true",
+        help="do not train the token embedding table (it can then be shared with the teacher)",
+    )
     p.add_argument("--head-lr-multiplier", type=float, default=1.0, help="Dense lr = lr × this")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)

@@ -303,6 +303,9 @@ class DistillConfig:
     score_temperature: float = 0.05
     neighbours: int = 0
     dev_set: str | None = None
+    dev_metric: str = "ndcg_at_10"
+    student_layers: int = 0
+    freeze_word_embeddings: bool = False
     head_lr_multiplier: float = 1.0
     val_fraction: float = 0.02
     eval_every: int = 50
@@ -363,6 +366,29 @@ def teacher_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndar
         sim[np.arange(len(sim)), np.arange(c, c + len(sim))] = -np.inf
         out[c : c + 2048] = np.argpartition(-sim, k, axis=1)[:, :k]
     return rows[out]
+
+
+# What --dev-metric selects on: full-dim nDCG@10, or its mean over the Matryoshka dims (the
+# gateway serves every dim, so a student that only holds up at full width is not the best one).
+DEV_METRICS = {"ndcg_at_10": "student_teacher_ndcg_at_10", "mean_ndcg_at_10": "mean_ndcg_at_10"}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def keep_layers(embedder: Embedder, layers: int) -> None:
+    """Cut ``embedder``'s transformer to its first ``layers`` layers, in place (and in its
+    config, so the written student loads at that depth): a layer-exit student of a deeper
+    model, which starts in that model's own space instead of needing a map into it."""
+    owner, attr, found = embedder._find_layers()
+    if not 0 < layers <= len(found):
+        raise ValueError(f"--student-layers {layers}: the student has {len(found)} layers")
+    setattr(owner, attr, found[:layers])
+    embedder.model.config.num_hidden_layers = layers
+    embedder.hf_config.num_hidden_layers = layers
+    embedder.num_layers = layers
+    embedder._layers = found[:layers]
 
 
 @dataclass
@@ -526,9 +552,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     student_emb = Embedder(student_path, device=device, dtype="float32")
     student_prompt = prompts.get(prompt_name, "") if prompt_name else ""
     doc_prompt = prompts.get("document", "")
+    if cfg.student_layers:
+        keep_layers(student_emb, cfg.student_layers)
     model = StudentModel(
         student_emb, t_emb.shape[1], Path(cfg.dense_init) if cfg.dense_init else None
     ).to(device)
+    if cfg.freeze_word_embeddings:
+        model.transformer.get_input_embeddings().weight.requires_grad_(False)
     if model.out_dim != t_emb.shape[1]:
         raise ValueError(f"student outputs {model.out_dim} dims, teacher {t_emb.shape[1]}")
 
@@ -548,7 +578,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     head = list(model.dense.parameters()) if model.dense is not None else []
     head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
+    body = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     groups = [{"params": body, "lr": cfg.lr}]
     if head:
         groups.append({"params": head, "lr": cfg.lr * cfg.head_lr_multiplier})
@@ -594,7 +624,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             fh.write(json.dumps(row) + "\n")
 
     def dev_score() -> dict[str, float]:
-        """nDCG@10 of student queries against teacher (and student) documents, full dim."""
+        """nDCG@10 of student queries against teacher documents at every Matryoshka dim, and
+        against student documents at full dim; ``dev_metric`` picks the one to select on."""
         from aegis_serve.evaluation.retrieval import evaluate_pair
 
         assert dev is not None
@@ -603,25 +634,35 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         with torch.no_grad():
             for group, prompt in ((dev.queries, student_prompt), (dev.documents, doc_prompt)):
                 parts = [
-                    F.normalize(
-                        model(_batch(student_emb, group[s : s + 128], prompt, 512)), dim=1
-                    ).cpu()
+                    model(_batch(student_emb, group[s : s + 128], prompt, 512)).cpu()
                     for s in range(0, len(group), 128)
                 ]
-                vecs.append(torch.cat(parts).numpy())
+                vecs.append(torch.cat(parts).float().numpy())
         model.train()
-        s_t = evaluate_pair(vecs[0], dev.teacher_documents, dev.relevant)[0]["ndcg_at_10"]
-        s_s = evaluate_pair(vecs[0], vecs[1], dev.relevant)[0]["ndcg_at_10"]
-        return {"student_teacher_ndcg_at_10": s_t, "student_student_ndcg_at_10": s_s}
+        per_dim = {
+            d: evaluate_pair(
+                _unit(vecs[0][:, :d]), _unit(dev.teacher_documents[:, :d]), dev.relevant
+            )[0]["ndcg_at_10"]
+            for d in dims
+        }
+        full = max(dims)
+        s_s = evaluate_pair(_unit(vecs[0]), _unit(vecs[1]), dev.relevant)[0]["ndcg_at_10"]
+        return {
+            "student_teacher_ndcg_at_10": per_dim[full],
+            "student_teacher_ndcg_at_10_by_dim": {str(d): v for d, v in per_dim.items()},
+            "mean_ndcg_at_10": float(np.mean(list(per_dim.values()))),
+            "student_student_ndcg_at_10": s_s,
+        }
 
     best: dict[str, Any] = {}
 
     def check_dev(at: int) -> None:
         score = dev_score()
         record({"kind": "dev", "step": at, **score})
-        if not best or score["student_teacher_ndcg_at_10"] > best["score"]:
+        key = DEV_METRICS[cfg.dev_metric]
+        if not best or score[key] > best["score"]:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best.update(step=at, score=score["student_teacher_ndcg_at_10"], state=state)
+            best.update(step=at, score=score[key], state=state)
 
     log_path.write_text("")
     val0, cos0 = evaluate() if n_val else (float("nan"), {})
@@ -710,16 +751,19 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         curve = [r for r in rows if r["kind"] == "dev"]
         dev_info = {
             "set": cfg.dev_set,
-            "start_ndcg_at_10": curve[0]["student_teacher_ndcg_at_10"],
+            "metric": cfg.dev_metric,
+            "start": curve[0][DEV_METRICS[cfg.dev_metric]],
             "kept_step": best["step"],
-            "kept_ndcg_at_10": best["score"],
+            "kept": best["score"],
+            "kept_scores": next(r for r in curve if r["step"] == best["step"]),
             "improved": best["step"] > 0,
         }
         if best["step"] == 0:
             log.warning(
-                "no training step beat the starting student on %s (nDCG@10 %.4f): the output is "
+                "no training step beat the starting student on %s (%s %.4f): the output is "
                 "the starting student",
                 cfg.dev_set,
+                cfg.dev_metric,
                 best["score"],
             )
     model.eval()
@@ -791,6 +835,9 @@ def config_from_args(ns: argparse.Namespace) -> DistillConfig:
         neighbours=ns.neighbours,
         dev_set=ns.dev_set or None,
         head_lr_multiplier=ns.head_lr_multiplier,
+        dev_metric=ns.dev_metric,
+        student_layers=ns.student_layers,
+        freeze_word_embeddings=ns.freeze_word_embeddings,
     )
 
 

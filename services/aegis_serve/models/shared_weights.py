@@ -1,0 +1,108 @@
+"""A model directory that leaves out tensors it shares with another model, and its rebuild.
+
+The layer-exit query student (docs/alignment.md) is the teacher's first layers, distilled with
+the token embedding table frozen. That table is 47 MB in fp16, the same bytes the teacher
+already ships in its packages; committing it again would push the student past what belongs in
+git. ``strip_shared`` writes the student without the tensors it shares with the teacher, plus
+``shared_weights.json`` naming them with a SHA-256 of their bytes; ``restore_shared`` puts them
+back from the teacher (cast to the student's dtype) into a complete directory that the encoder
+loads unchanged, and refuses a source whose bytes differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+SHARED_FILE = "shared_weights.json"
+WEIGHTS = "model.safetensors"
+
+
+class SharedWeightsError(ValueError):
+    """The source model does not hold the tensors the stripped directory needs."""
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's raw bytes (any dtype, bf16 included)."""
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _source_tensors(source_dir: Path, names: set[str]) -> dict[str, torch.Tensor]:
+    """The named tensors of ``source_dir``'s weight files (only those, read lazily)."""
+    found: dict[str, torch.Tensor] = {}
+    for f in sorted(source_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if key in names and key not in found:
+                    found[key] = fh.get_tensor(key)
+    return found
+
+
+def _copy_files(src: Path, dst: Path, skip: set[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        if item.name in skip or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, dst / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(item, dst / item.name)
+
+
+def strip_shared(model_dir: Path, source_dir: Path, source_spec: str, out: Path) -> dict[str, Any]:
+    """Write ``model_dir`` to ``out`` without the tensors equal to ``source_dir``'s.
+
+    A tensor counts as shared when the source has one of the same name and shape whose values,
+    cast to the student's dtype, are bit-identical. Returns the manifest it writes.
+    """
+    weights = load_file(str(model_dir / WEIGHTS))
+    source = _source_tensors(source_dir, set(weights))
+    shared: dict[str, dict[str, Any]] = {}
+    for name, t in weights.items():
+        src = source.get(name)
+        if src is not None and src.shape == t.shape and torch.equal(src.to(t.dtype), t):
+            shared[name] = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+            shared[name]["sha256"] = tensor_sha256(t)
+    if not shared:
+        raise SharedWeightsError(f"{model_dir} shares no tensor with {source_dir}")
+    _copy_files(model_dir, out, skip={WEIGHTS, SHARED_FILE})
+    save_file({k: v for k, v in weights.items() if k not in shared}, str(out / WEIGHTS))
+    manifest = {"source": source_spec, "tensors": shared}
+    (out / SHARED_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any] | None:
+    """``shared_weights.json`` of a stripped directory, or None for a complete one."""
+    path = model_dir / SHARED_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def restore_shared(stripped_dir: Path, source_dir: Path, out: Path) -> Path:
+    """Complete ``stripped_dir`` into ``out`` with the shared tensors taken from ``source_dir``."""
+    manifest = read_manifest(stripped_dir)
+    if manifest is None:
+        raise SharedWeightsError(f"{stripped_dir} has no {SHARED_FILE}")
+    wanted: dict[str, dict[str, Any]] = manifest["tensors"]
+    source = _source_tensors(source_dir, set(wanted))
+    weights = load_file(str(stripped_dir / WEIGHTS))
+    for name, spec in wanted.items():
+        if name not in source:
+            raise SharedWeightsError(f"{source_dir} has no tensor {name!r}")
+        t = source[name].to(getattr(torch, spec["dtype"])).contiguous()
+        if list(t.shape) != spec["shape"] or tensor_sha256(t) != spec["sha256"]:
+            raise SharedWeightsError(
+                f"{source_dir}: tensor {name!r} differs from the one {stripped_dir} was "
+                "distilled with (another teacher version?)"
+            )
+        weights[name] = t
+    _copy_files(stripped_dir, out, skip={WEIGHTS, SHARED_FILE})
+    save_file(weights, str(out / WEIGHTS))
+    return out
