@@ -251,7 +251,7 @@ def test_unknown_dev_set_is_refused_before_any_model_loads(tmp_path, tiny_pair) 
 
 
 def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
-    tmp_path, tiny_pair
+    tmp_path, tiny_pair, monkeypatch
 ) -> None:
     """--student-layers 1 on the teacher itself, word embeddings frozen, dev set picked by the
     mean over dims; pack-student then drops the embedding table and restore puts it back."""
@@ -280,16 +280,19 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
             epochs=2,
             eval_every=3,
             dev_set=str(dev_path),
-            dev_metric="mean_ndcg_at_10",
+            dev_metric="mean_float_binary_ndcg_at_10",
         )
     )
     rows = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     curve = [r for r in rows if r["kind"] == "dev"]
-    best = max(curve, key=lambda r: r["mean_ndcg_at_10"])
-    assert summary["dev"]["kept"] == best["mean_ndcg_at_10"]
-    assert set(best["student_teacher_ndcg_at_10_by_dim"]) == {"48", "32", "16"}
-    assert best["mean_ndcg_at_10"] == pytest.approx(
-        np.mean(list(best["student_teacher_ndcg_at_10_by_dim"].values()))
+    best = max(curve, key=lambda r: r["mean_float_binary_ndcg_at_10"])
+    assert summary["dev"]["kept"] == best["mean_float_binary_ndcg_at_10"]
+    floats = best["student_teacher_ndcg_at_10_by_dim"]
+    signs = best["binary_ndcg_at_10_by_dim"]
+    assert set(floats) == set(signs) == {"48", "32", "16"}
+    assert best["mean_ndcg_at_10"] == pytest.approx(np.mean(list(floats.values())))
+    assert best["mean_float_binary_ndcg_at_10"] == pytest.approx(
+        np.mean([*floats.values(), *signs.values()])
     )
     served = Embedder(out)
     assert served.num_layers == 1 and served.dim == 48
@@ -300,7 +303,7 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     assert not any(k.startswith("encoder.layer.1.") for k in student_w)
 
     packed = tmp_path / "packed"
-    manifest = strip_shared(out, teacher, "builtin:test", packed)
+    manifest = strip_shared(out, teacher, str(teacher), packed)
     assert emb in manifest["tensors"] and (packed / SHARED_FILE).is_file()
     assert emb not in load_file(str(packed / "model.safetensors"))
     size = (packed / "model.safetensors").stat().st_size
@@ -311,6 +314,19 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     assert set(again) == set(student_w)
     assert all(torch.equal(again[k], student_w[k]) for k in student_w)
     np.testing.assert_array_equal(Embedder(restored).embed(texts[:5]), served.embed(texts[:5]))
+
+    # Committed like this, builtin:query is completed once into the cache and serves it.
+    from aegis_serve.models import resolve
+
+    monkeypatch.setattr(resolve, "DISTILLED_DIR", packed)
+    monkeypatch.setenv("AEGIS_CACHE_DIR", str(tmp_path / "cache"))
+    query_dir = resolve.resolve_model("builtin:query", progress=False)
+    assert query_dir.is_relative_to(tmp_path / "cache")
+    assert resolve.resolve_model("builtin:query", progress=False) == query_dir
+    np.testing.assert_array_equal(Embedder(query_dir).embed(texts[:5]), served.embed(texts[:5]))
+    # The previous default stays reachable by name.
+    linear = resolve.resolve_model("builtin:query-linear", progress=False)
+    assert linear.name == "all-minilm-l6-v2-aligned" and linear.is_relative_to(tmp_path / "cache")
 
     # A teacher whose table changed must be refused, not silently mixed in.
     other = tmp_path / "other-teacher"

@@ -60,14 +60,20 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def _cell(value: Any) -> str:
+    """Floats keep about three significant digits: 2,712.1 / 6.29 / 0.4879 (scores, ratios)."""
+    if not isinstance(value, float):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     lines = [head, sep]
     for row in rows:
-        cells = []
-        for key, _ in columns:
-            value = row.get(key, "")
-            cells.append(f"{value:,.1f}" if isinstance(value, float) else str(value))
+        cells = [_cell(row.get(key, "")) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -5,8 +5,9 @@
 Sentence-Transformers directory (``assets/distilled-student``, fp16 weights; completed once
 from the teacher when it was committed without the tensors it shares with it) when this
 checkout has one, else MiniLM plus the least-squares Dense map (``models/align.py``),
-assembled once in the cache. docs/alignment.md measures both; the one that retrieves better
-against teacher documents is the one shipped.
+assembled once in the cache. `builtin:query-linear` always names that second one (the
+previous default). docs/alignment.md measures both: the distilled one retrieves better in
+float32 and int8 at every dim, the linear one keeps full-width binary vectors closer.
 
 The space's int8 calibration ranges (``assets/space-calibration/calibration.json``, per-dim
 min/max of teacher vectors of the distillation corpus) reach the teacher through a cached
@@ -22,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-BUILTINS = ("builtin:query", "builtin:document")
+BUILTINS = ("builtin:query", "builtin:document", "builtin:query-linear")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DISTILLED_DIR = ASSETS / "distilled-student"
 SPACE_CALIBRATION = ASSETS / "space-calibration" / "calibration.json"
@@ -119,6 +120,7 @@ def resolve_model(spec: str, progress: bool = True) -> Path:
         distilled = distilled_student_dir(progress)
         if distilled is not None:
             return distilled
+    if spec in ("builtin:query", "builtin:query-linear"):
         from aegis_serve.models.align import aligned_student_dir
 
         return aligned_student_dir(progress=progress)

@@ -54,9 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dev-metric",
-        choices=("ndcg_at_10", "mean_ndcg_at_10"),
+        choices=("ndcg_at_10", "mean_ndcg_at_10", "mean_float_binary_ndcg_at_10"),
         default="ndcg_at_10",
-        help="dev score to keep the best step by: full-dim nDCG@10 or its mean over dims",
+        help="dev score to keep the best step by: full-dim nDCG@10, its mean over dims, or "
+        "the mean over dims of float32 and binary nDCG@10",
     )
     p.add_argument(
         "--student-layers",

@@ -368,9 +368,14 @@ def teacher_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndar
     return rows[out]
 
 
-# What --dev-metric selects on: full-dim nDCG@10, or its mean over the Matryoshka dims (the
-# gateway serves every dim, so a student that only holds up at full width is not the best one).
-DEV_METRICS = {"ndcg_at_10": "student_teacher_ndcg_at_10", "mean_ndcg_at_10": "mean_ndcg_at_10"}
+# What --dev-metric selects on: full-dim nDCG@10, its mean over the Matryoshka dims (the
+# gateway serves every dim, so a student that only holds up at full width is not the best one),
+# or the mean over dims of float32 and binary (sign bits) nDCG@10 together.
+DEV_METRICS = {
+    "ndcg_at_10": "student_teacher_ndcg_at_10",
+    "mean_ndcg_at_10": "mean_ndcg_at_10",
+    "mean_float_binary_ndcg_at_10": "mean_float_binary_ndcg_at_10",
+}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -626,7 +631,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     def dev_score() -> dict[str, float]:
         """nDCG@10 of student queries against teacher documents at every Matryoshka dim, and
         against student documents at full dim; ``dev_metric`` picks the one to select on."""
-        from aegis_serve.evaluation.retrieval import evaluate_pair
+        from aegis_serve.evaluation.retrieval import evaluate_pair, score_vectors
 
         assert dev is not None
         model.eval()
@@ -640,17 +645,23 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 vecs.append(torch.cat(parts).float().numpy())
         model.train()
         per_dim = {
-            d: evaluate_pair(
-                _unit(vecs[0][:, :d]), _unit(dev.teacher_documents[:, :d]), dev.relevant
+            (d, enc): evaluate_pair(
+                score_vectors(vecs[0], d, enc, None),
+                score_vectors(dev.teacher_documents, d, enc, None),
+                dev.relevant,
             )[0]["ndcg_at_10"]
             for d in dims
+            for enc in ("float32", "binary")
         }
         full = max(dims)
         s_s = evaluate_pair(_unit(vecs[0]), _unit(vecs[1]), dev.relevant)[0]["ndcg_at_10"]
+        floats = [v for (_, enc), v in per_dim.items() if enc == "float32"]
         return {
-            "student_teacher_ndcg_at_10": per_dim[full],
-            "student_teacher_ndcg_at_10_by_dim": {str(d): v for d, v in per_dim.items()},
-            "mean_ndcg_at_10": float(np.mean(list(per_dim.values()))),
+            "student_teacher_ndcg_at_10": per_dim[(full, "float32")],
+            "student_teacher_ndcg_at_10_by_dim": {str(d): per_dim[(d, "float32")] for d in dims},
+            "binary_ndcg_at_10_by_dim": {str(d): per_dim[(d, "binary")] for d in dims},
+            "mean_ndcg_at_10": float(np.mean(floats)),
+            "mean_float_binary_ndcg_at_10": float(np.mean(list(per_dim.values()))),
             "student_student_ndcg_at_10": s_s,
         }
 
