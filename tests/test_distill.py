@@ -109,6 +109,15 @@ def tiny_config(tmp_path: Path, tiny_pair: tuple[Path, Path, Path], **changes) -
     return DistillConfig(**{**base, **changes})
 
 
+def tiny_dev_set(tmp_path: Path, corpus: Path) -> tuple[list[str], dict, Path]:
+    """The corpus texts and a dev set of its first 18 (6 queries → 12 documents), as JSON."""
+    texts = corpus.read_text().splitlines()
+    dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
+    dev_path = tmp_path / "dev.json"
+    dev_path.write_text(json.dumps(dev))
+    return texts, dev, dev_path
+
+
 @pytest.mark.parametrize(
     ("contrastive_weight", "score_weight", "neighbours"),
     [(0.0, 0.0, 0), (0.5, 0.0, 0), (0.0, 1.0, 4)],
@@ -214,10 +223,7 @@ def test_teacher_neighbours_match_brute_force() -> None:
 
 def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair) -> None:
     teacher, _, corpus = tiny_pair
-    texts = corpus.read_text().splitlines()
-    dev_path = tmp_path / "dev.json"
-    dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
-    dev_path.write_text(json.dumps(dev))
+    _, dev, dev_path = tiny_dev_set(tmp_path, corpus)
     out = tmp_path / "out"
     cfg = tiny_config(
         tmp_path, tiny_pair, epochs=3, val_fraction=0.1, eval_every=3, dev_set=str(dev_path)
@@ -265,10 +271,7 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     )
 
     teacher, _, corpus = tiny_pair
-    texts = corpus.read_text().splitlines()
-    dev_path = tmp_path / "dev.json"
-    dev = {"queries": texts[:6], "documents": texts[6:18], "relevant": list(range(6))}
-    dev_path.write_text(json.dumps(dev))
+    texts, _, dev_path = tiny_dev_set(tmp_path, corpus)
     out = tmp_path / "out"
     summary = distill(
         tiny_config(
