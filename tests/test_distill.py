@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -343,3 +344,19 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
 def test_student_layers_beyond_the_student_depth_are_refused(tmp_path, tiny_pair) -> None:
     with pytest.raises(ValueError, match="--student-layers 5: the student has 2 layers"):
         distill(tiny_config(tmp_path, tiny_pair, student_layers=5))
+
+
+def test_keep_first_layers_cuts_the_model_and_its_layer_options(tiny_pair) -> None:
+    teacher, _, corpus = tiny_pair
+    texts = corpus.read_text().splitlines()[:4]
+    full = Embedder(teacher)
+    cut = Embedder(teacher)
+    cut.keep_first_layers(1)
+    assert cut.num_layers == 1 and cut.hf_config.num_hidden_layers == 1
+    assert cut.space.layer_options == (1,)
+    # For good: the same vectors as a one-call layer exit of the uncut model.
+    full.space = dataclasses.replace(full.space, layer_options=(2, 1))
+    batch = full.collate(full.tokenize(texts))
+    np.testing.assert_allclose(cut.forward(batch), full.forward(batch, layers=1), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot keep 2 layers: the model has 1"):
+        cut.keep_first_layers(2)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +312,18 @@ class Embedder:
                 )
             details.append(row)
         return details
+
+    def keep_first_layers(self, layers: int) -> None:
+        """Drop every layer after the first ``layers`` for good, in the config too, so a model
+        saved from here loads at that depth (a layer-exit student of a deeper model; ``layers=``
+        in ``forward`` only skips them for one call). Layer options deeper than that go."""
+        if not 0 < layers <= self.num_layers:
+            raise ValueError(f"cannot keep {layers} layers: the model has {self.num_layers}")
+        self._layers = self._layers[:layers]
+        setattr(self._layer_owner, self._layer_attr, self._layers)
+        self.hf_config.num_hidden_layers = self.num_layers = layers
+        shallower = [n for n in self.space.layer_options if n < layers]
+        self.space = replace(self.space, layer_options=(layers, *shallower))
 
     # -------------------------------------------------------------- forward
     @contextlib.contextmanager

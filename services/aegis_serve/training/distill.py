@@ -37,6 +37,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from aegis_serve.evaluation.retrieval import (
+    compute_calibration,
+    evaluate_pair,
+    load_dataset,
+    score_vectors,
+)
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.packaged import cache_dir
 from aegis_serve.models.st_dir import (
@@ -378,24 +384,6 @@ DEV_METRICS = {
 }
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def keep_layers(embedder: Embedder, layers: int) -> None:
-    """Cut ``embedder``'s transformer to its first ``layers`` layers, in place (and in its
-    config, so the written student loads at that depth): a layer-exit student of a deeper
-    model, which starts in that model's own space instead of needing a map into it."""
-    owner, attr, found = embedder._find_layers()
-    if not 0 < layers <= len(found):
-        raise ValueError(f"--student-layers {layers}: the student has {len(found)} layers")
-    setattr(owner, attr, found[:layers])
-    embedder.model.config.num_hidden_layers = layers
-    embedder.hf_config.num_hidden_layers = layers
-    embedder.num_layers = layers
-    embedder._layers = found[:layers]
-
-
 @dataclass
 class DevSet:
     """A retrieval set held out of training, scored while training to pick the step to keep."""
@@ -420,8 +408,6 @@ def read_dev_set(name: str) -> DevTexts:
 
         q, d, rel, texts = dev_retrieval_set(report_synset_ids())
     elif Path(name).is_file():
-        from aegis_serve.evaluation.retrieval import load_dataset
-
         q, d, rel, _ = load_dataset(name)
         texts = set(q) | set(d)
     else:
@@ -558,7 +544,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     student_prompt = prompts.get(prompt_name, "") if prompt_name else ""
     doc_prompt = prompts.get("document", "")
     if cfg.student_layers:
-        keep_layers(student_emb, cfg.student_layers)
+        try:
+            student_emb.keep_first_layers(cfg.student_layers)
+        except ValueError:
+            raise ValueError(
+                f"--student-layers {cfg.student_layers}: the student has "
+                f"{student_emb.num_layers} layers"
+            ) from None
     model = StudentModel(
         student_emb, t_emb.shape[1], Path(cfg.dense_init) if cfg.dense_init else None
     ).to(device)
@@ -628,11 +620,18 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
+    # The teacher's dev documents as an index scores them at each dim and encoding (fixed).
+    dev_teacher_docs: dict[tuple[int, str], np.ndarray] = {}
+    if dev is not None:
+        dev_teacher_docs = {
+            (d, enc): score_vectors(dev.teacher_documents, d, enc, None)
+            for d in dims
+            for enc in ("float32", "binary")
+        }
+
     def dev_score() -> dict[str, float]:
         """nDCG@10 of student queries against teacher documents at every Matryoshka dim, and
         against student documents at full dim; ``dev_metric`` picks the one to select on."""
-        from aegis_serve.evaluation.retrieval import evaluate_pair, score_vectors
-
         assert dev is not None
         model.eval()
         vecs = []
@@ -646,15 +645,16 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         model.train()
         per_dim = {
             (d, enc): evaluate_pair(
-                score_vectors(vecs[0], d, enc, None),
-                score_vectors(dev.teacher_documents, d, enc, None),
-                dev.relevant,
+                score_vectors(vecs[0], d, enc, None), teacher_docs, dev.relevant
             )[0]["ndcg_at_10"]
-            for d in dims
-            for enc in ("float32", "binary")
+            for (d, enc), teacher_docs in dev_teacher_docs.items()
         }
         full = max(dims)
-        s_s = evaluate_pair(_unit(vecs[0]), _unit(vecs[1]), dev.relevant)[0]["ndcg_at_10"]
+        s_s = evaluate_pair(
+            score_vectors(vecs[0], full, "float32", None),
+            score_vectors(vecs[1], full, "float32", None),
+            dev.relevant,
+        )[0]["ndcg_at_10"]
         floats = [v for (_, enc), v in per_dim.items() if enc == "float32"]
         return {
             "student_teacher_ndcg_at_10": per_dim[(full, "float32")],
@@ -781,8 +781,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     write_student_dir(model, student_path, out, space, prompts)
     calib_info: dict[str, Any] = {}
     if cfg.calibration:
-        from aegis_serve.evaluation.retrieval import compute_calibration
-
         dims_all = space["matryoshka_dims"]
         cal = {"space_id": space["space_id"], **compute_calibration(t_emb, dims_all)}
         write_json(out / CALIBRATION_FILE, cal)
