@@ -363,12 +363,12 @@ def _cmd_pack_student(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from aegis_serve.models.resolve import resolve_model
-    from aegis_serve.models.shared_weights import SharedWeightsError, strip_shared
+    from aegis_serve.models.shared_weights import strip_shared
 
     try:
         source = resolve_model(ns.shared_with)
         manifest = strip_shared(Path(ns.model), source, ns.shared_with, Path(ns.out))
-    except (ValueError, SharedWeightsError) as exc:
+    except ValueError as exc:  # SharedWeightsError included
         raise SystemExit(str(exc)) from None
     print(json.dumps({"out": ns.out, "shared": sorted(manifest["tensors"])}))
     return 0

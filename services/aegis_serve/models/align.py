@@ -40,6 +40,7 @@ from aegis_serve.models.packaged import cache_dir, cached_build, student_base_di
 from aegis_serve.models.st_dir import (
     SPACE_MANIFEST,
     ModelDirError,
+    copy_tree,
     read_st_config,
     write_dense,
     write_json,
@@ -374,16 +375,6 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
     shutil.copyfile(src, dst)
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy a small module folder as fresh, writable files (see ``_link_or_copy``)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in sorted(src.iterdir()):
-        if item.is_dir():
-            _copy_tree(item, dst / item.name)
-        elif not item.name.startswith("."):
-            shutil.copyfile(item, dst / item.name)
-
-
 def write_aligned_student(
     base_dir: Path,
     weights: Path,
@@ -436,7 +427,7 @@ def write_aligned_student(
         )
         if item.is_file() and not skip:
             _link_or_copy(item, t_out / item.name, link)
-    _copy_tree(base_dir / pooling_rel, out_dir / pooling_rel)
+    copy_tree(base_dir / pooling_rel, out_dir / pooling_rel)
 
     # Re-saved rather than copied: only the two tensors, no fit metadata, in the module folder.
     write_dense(out_dir / "2_Dense", weight, bias)

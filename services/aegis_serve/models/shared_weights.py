@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from aegis_serve.models.st_dir import copy_tree
 
 SHARED_FILE = "shared_weights.json"
 WEIGHTS = "model.safetensors"
@@ -45,17 +46,6 @@ def _source_tensors(source_dir: Path, names: set[str]) -> dict[str, torch.Tensor
     return found
 
 
-def _copy_files(src: Path, dst: Path, skip: set[str]) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in sorted(src.iterdir()):
-        if item.name in skip or item.name.startswith("."):
-            continue
-        if item.is_dir():
-            shutil.copytree(item, dst / item.name, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(item, dst / item.name)
-
-
 def strip_shared(model_dir: Path, source_dir: Path, source_spec: str, out: Path) -> dict[str, Any]:
     """Write ``model_dir`` to ``out`` without the tensors equal to ``source_dir``'s.
 
@@ -72,7 +62,7 @@ def strip_shared(model_dir: Path, source_dir: Path, source_spec: str, out: Path)
             shared[name]["sha256"] = tensor_sha256(t)
     if not shared:
         raise SharedWeightsError(f"{model_dir} shares no tensor with {source_dir}")
-    _copy_files(model_dir, out, skip={WEIGHTS, SHARED_FILE})
+    copy_tree(model_dir, out, skip=frozenset({WEIGHTS, SHARED_FILE}))
     save_file({k: v for k, v in weights.items() if k not in shared}, str(out / WEIGHTS))
     manifest = {"source": source_spec, "tensors": shared}
     (out / SHARED_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -103,6 +93,6 @@ def restore_shared(stripped_dir: Path, source_dir: Path, out: Path) -> Path:
                 "distilled with (another teacher version?)"
             )
         weights[name] = t
-    _copy_files(stripped_dir, out, skip={WEIGHTS, SHARED_FILE})
+    copy_tree(stripped_dir, out, skip=frozenset({WEIGHTS, SHARED_FILE}))
     save_file(weights, str(out / WEIGHTS))
     return out

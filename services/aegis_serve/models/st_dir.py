@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,19 @@ def weights_fingerprint(model_dir: Path) -> str:
         st = real.stat()
         parts.append(f"{f.relative_to(root)}:{real}:{st.st_size}:{int(st.st_mtime)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def copy_tree(src: Path, dst: Path, skip: frozenset[str] = frozenset()) -> None:
+    """Copy a model folder as fresh, writable files (``copyfile``: a read-only package must
+    not make the copy read-only), leaving out dot files and the top-level names in ``skip``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        if item.name in skip:
+            continue
+        if item.is_dir():
+            copy_tree(item, dst / item.name)
+        elif not item.name.startswith("."):
+            shutil.copyfile(item, dst / item.name)
 
 
 def write_json(path: Path, data: Any) -> None:
