@@ -319,18 +319,22 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     assert all(torch.equal(again[k], student_w[k]) for k in student_w)
     np.testing.assert_array_equal(Embedder(restored).embed(texts[:5]), served.embed(texts[:5]))
 
-    # Committed like this, builtin:query is completed once into the cache and serves it.
+    # Committed like this, builtin:query-exit2 is completed once into the cache and serves it.
     from aegis_serve.models import resolve
 
     monkeypatch.setattr(resolve, "DISTILLED_DIR", packed)
     monkeypatch.setenv("AEGIS_CACHE_DIR", str(tmp_path / "cache"))
-    query_dir = resolve.resolve_model("builtin:query", progress=False)
+    query_dir = resolve.resolve_model("builtin:query-exit2", progress=False)
     assert query_dir.is_relative_to(tmp_path / "cache")
-    assert resolve.resolve_model("builtin:query", progress=False) == query_dir
+    assert resolve.resolve_model("builtin:query-exit2", progress=False) == query_dir
     np.testing.assert_array_equal(Embedder(query_dir).embed(texts[:5]), served.embed(texts[:5]))
-    # The previous default stays reachable by name.
+    # The default query model is the one safe on questions: the LS-aligned MiniLM.
     linear = resolve.resolve_model("builtin:query-linear", progress=False)
     assert linear.name == "all-minilm-l6-v2-aligned" and linear.is_relative_to(tmp_path / "cache")
+    assert resolve.resolve_model("builtin:query", progress=False) == linear
+    monkeypatch.setattr(resolve, "DISTILLED_DIR", tmp_path / "absent")
+    with pytest.raises(ValueError, match="builtin:query-exit2: this checkout has no complete"):
+        resolve.resolve_model("builtin:query-exit2", progress=False)
 
     # A teacher whose table changed must be refused, not silently mixed in.
     other = tmp_path / "other-teacher"
