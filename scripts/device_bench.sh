@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, transformers, grpc, google.protobuf as p; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'grpc', grpc.__version__, 'protobuf', p.__version__)" \
   | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT:-420}" python3 -m aegis_serve.cli bench document --model aegis:full \
+timeout "${BENCH_TIMEOUT:-420}" python3 -m aegis_lab.cli bench document --model aegis:full \
   --device cuda --docs "${DOCS:-4096}" --docs-per-request 16 --concurrency 4,16,64 \
   --long 8192,32768 --max-seconds "${MAX_SECONDS:-20}" --attention padded,packed \
   --out-dir "$OUT/docs" 2>&1 \

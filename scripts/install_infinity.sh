@@ -2,7 +2,7 @@
 # Install infinity-emb (the `bench query` peer) into its OWN venv, never the project's.
 # CPU torch is pinned so no CUDA build is pulled; ~1.5 GB, a few minutes.
 #   scripts/install_infinity.sh [VENV_DIR]   (default /tmp/infinity-venv)
-# Then: aegis-serve bench query --infinity-bin VENV_DIR/bin/infinity_emb (found by default).
+# Then: aegis-lab bench query --infinity-bin VENV_DIR/bin/infinity_emb (found by default).
 set -euo pipefail
 VENV=${1:-/tmp/infinity-venv}
 TORCH=${TORCH_VERSION:-2.13.0}

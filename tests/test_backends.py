@@ -1,7 +1,7 @@
 """CPU backends of the query pool: torch, torch-int8, onnx, onnx-int8.
 
 Each must give the same vectors as the torch backend (ONNX fp32: identical up to float
-noise) or close ones (int8: the quality cost is measured by `aegis-serve bench backends`),
+noise) or close ones (int8: the quality cost is measured by `aegis-lab bench backends`),
 through the real encoder service and gateway too. Backends that cannot serve a model
 (ONNX and 2D-Matryoshka layer exit, GPUs) refuse at start with a message.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from aegis_client import EmbedClient
-from aegis_serve.models.aegis_embed import write_aegis_embed_dir
+from aegis_lab.random_aegis import write_aegis_embed_dir
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.resolve import resolve_model
 from aegis_serve.models.st_dir import ModelDirError
@@ -114,7 +114,7 @@ def test_bench_backends_writes_its_section(tmp_path: Path) -> None:
     """The bench end to end on a tiny JSON dataset (the student embeds the documents too)."""
     import json
 
-    from aegis_serve.bench.backends import BackendsBenchConfig, run_backends_bench
+    from aegis_lab.bench.backends import BackendsBenchConfig, run_backends_bench
 
     dataset = tmp_path / "set.json"
     docs = ["zebra: a striped horse", "bread: food baked from dough", "black hole: dense star"]

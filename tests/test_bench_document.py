@@ -1,11 +1,11 @@
-"""`aegis-serve bench document` runs end to end (tiny model, CPU) and writes its report."""
+"""`aegis-lab bench document` runs end to end (tiny model, CPU) and writes its report."""
 
 from __future__ import annotations
 
 import json
 
-from aegis_serve.bench.document import DocumentBenchConfig, run_document_bench
-from aegis_serve.bench.driver import run_load
+from aegis_lab.bench.document import DocumentBenchConfig, run_document_bench
+from aegis_lab.bench.driver import run_load
 
 
 def test_document_bench_writes_json_markdown_and_plot(tmp_path, monkeypatch):

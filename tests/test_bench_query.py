@@ -1,4 +1,4 @@
-"""`aegis-serve bench query` end to end with tiny settings (CPU, the student), its peers."""
+"""`aegis-lab bench query` end to end with tiny settings (CPU, the student), its peers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aegis_serve.bench import peers
-from aegis_serve.bench.query import QueryBenchConfig, run_query_bench
+from aegis_lab.bench import peers
+from aegis_lab.bench.query import QueryBenchConfig, run_query_bench
 
 pytest.importorskip("sentence_transformers")
 

@@ -1,4 +1,4 @@
-"""`aegis-serve bench telemetry` end to end at a tiny size: both stacks run, the `on` stack
+"""`aegis-lab bench telemetry` end to end at a tiny size: both stacks run, the `on` stack
 really exports spans and metric points, and the report files are written."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aegis_serve.bench.telemetry import TelemetryBenchConfig, run_telemetry_bench
+from aegis_lab.bench.telemetry import TelemetryBenchConfig, run_telemetry_bench
 
 
 def test_telemetry_bench_runs_both_stacks_and_writes_the_report(tmp_path: Path) -> None:

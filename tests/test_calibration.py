@@ -10,7 +10,7 @@ import pytest
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from aegis_client import EmbedClient
-from aegis_serve.evaluation.retrieval import compute_calibration
+from aegis_lab.evaluation.retrieval import compute_calibration
 from aegis_serve.models.embedder import Embedder
 from conftest import make_space_variant
 

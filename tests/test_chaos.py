@@ -1,4 +1,4 @@
-"""Short forms of `aegis-serve chaos`: the same scenario code on real processes, small counts.
+"""Short forms of `aegis-lab chaos`: the same scenario code on real processes, small counts.
 
 One fleet (1 query encoder, 2 document encoders, 1 gateway as subprocesses) serves the
 module; each scenario starts from it whole (killed replicas are restarted on their port).
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from aegis_serve.chaos.fleet import Fleet, FleetConfig
-from aegis_serve.chaos.oracle import ReferenceModel
-from aegis_serve.chaos.run import run_scenarios
-from aegis_serve.chaos.scenarios import SHORT, Context, Outcome
+from aegis_lab.chaos.fleet import Fleet, FleetConfig
+from aegis_lab.chaos.oracle import ReferenceModel
+from aegis_lab.chaos.run import run_scenarios
+from aegis_lab.chaos.scenarios import SHORT, Context, Outcome
 from aegis_serve.models.resolve import resolve_model
 
 

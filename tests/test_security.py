@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
-from aegis_serve.common.auth import load_principals, parse_line
+from aegis_serve.gateway.auth import load_principals, parse_line
 from certs import TestCA
 
 TEXTS = ["What is the capital of France?", "Paris is the capital of France."]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aegis_serve.data import wordnet
-from aegis_serve.data.wordnet import (
+from aegis_lab.data import wordnet
+from aegis_lab.data.wordnet import (
     DATA_FILES,
     Synset,
     distillation_sentences,

@@ -24,26 +24,33 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AEGIS_", extra="ignore")
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="bind address")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
     shutdown_grace_s: float = Field(20.0, ge=0, description="SIGTERM drain time for in-flight RPCs")
-    log_level: str = "INFO"
-    log_json: bool = False
-    max_message_bytes: int = Field(16 * MiB, ge=1024)
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = Field(False, description="one JSON object per log line (with trace ids)")
+    max_message_bytes: int = Field(
+        16 * MiB, ge=1024, description="largest gRPC message sent or received, in bytes"
+    )
     max_connection_age_s: float = Field(0.0, ge=0, description="0 = connections live forever")
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
+    tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    tls_ca: Path | None = Field(None, description="CA of client certificates (PEM); enables mTLS")
 
 
 class EncoderSettings(CommonSettings):
     """An encoder pool replica: one model, one role."""
 
-    model: str
-    role: Literal["query", "document"]
-    port: int = Field(50061, ge=0, le=65535)
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    model: str = Field(
+        description="model directory, or builtin:query, builtin:document, builtin:query-linear, "
+        "builtin:query-exit2"
+    )
+    role: Literal["query", "document"] = Field(description="the pool this replica serves")
+    port: int = Field(50061, ge=0, le=65535, description="0 = pick a free port")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1 ...")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="weights dtype (default: float32 on CPU, bfloat16 on CUDA)"
+    )
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
     backend: Backend = Field(
         "torch", description="CPU model runtime; onnx* need the `onnx` extra (full depth only)"
@@ -52,9 +59,9 @@ class EncoderSettings(CommonSettings):
         "auto", description="packed = one sequence per batch with FlexAttention (ModernBERT)"
     )
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward pass")
-    max_batch_texts: int = Field(256, ge=1)
+    max_batch_texts: int = Field(256, ge=1, description="texts per forward pass")
     max_queue_texts: int = Field(4096, ge=1, description="queued texts before RESOURCE_EXHAUSTED")
-    max_texts_per_request: int = Field(2048, ge=1)
+    max_texts_per_request: int = Field(2048, ge=1, description="texts per Encode call")
     batch_wait_ms: float = Field(0.0, ge=0, description="extra wait to grow a batch")
     max_input_tokens: int = Field(
         0, ge=0, description="tokens per text, capped below the model's own limit; 0 = model's"
@@ -73,13 +80,17 @@ def _split_targets(value: object) -> object:
 class GatewaySettings(CommonSettings):
     """The public gateway in front of the two pools."""
 
-    query: Annotated[list[str], NoDecode]
-    document: Annotated[list[str], NoDecode]
-    port: int = Field(50051, ge=0, le=65535)
+    query: Annotated[list[str], NoDecode] = Field(
+        description="query pool targets, comma-separated (host:port, dns:///svc:port, xds:///...)"
+    )
+    document: Annotated[list[str], NoDecode] = Field(
+        description="document pool targets, comma-separated"
+    )
+    port: int = Field(50051, ge=0, le=65535, description="0 = pick a free port")
     max_inputs: int = Field(2048, ge=1, description="inputs per request")
     max_input_chars: int = Field(1_000_000, ge=1, description="characters per input")
     encoder_timeout_s: float = Field(120.0, gt=0, description="deadline when the caller sets none")
-    health_interval_s: float = Field(2.0, gt=0)
+    health_interval_s: float = Field(2.0, gt=0, description="seconds between pool probes")
     query_fallback: bool = Field(True, description="serve queries on the document pool if needed")
     max_concurrent_streams: int = Field(256, ge=1, description="open EmbedStream calls")
     max_request_tokens: int = Field(
@@ -88,14 +99,25 @@ class GatewaySettings(CommonSettings):
     max_inflight_requests: int = Field(1024, ge=1, description="Embed/Tokenize being served")
     max_inflight_inputs: int = Field(65536, ge=1, description="input texts being served")
     # Bearer-token auth (common/auth.py); no tokens configured = auth off.
-    auth_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    auth_tokens_file: Path | None = None
+    auth_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="bearer tokens, comma-separated (env only: keep tokens out of process "
+        "listings)",
+        json_schema_extra={"cli": False},
+    )
+    auth_tokens_file: Path | None = Field(
+        None, description="file of bearer tokens, one per line (see docs/deploy.md)"
+    )
     auth_rate_per_s: float = Field(0.0, ge=0, description="requests/s per token; 0 = no limit")
     auth_burst: int = Field(20, ge=1, description="requests a token may send at once")
     # mTLS gateway -> pools: CA that signed the encoders' certs, and the gateway's client cert.
-    pool_tls_ca: Path | None = None
-    pool_tls_cert: Path | None = None
-    pool_tls_key: Path | None = None
+    pool_tls_ca: Path | None = Field(
+        None, description="CA of the encoders' certificates (enables TLS to the pools)"
+    )
+    pool_tls_cert: Path | None = Field(
+        None, description="the gateway's client certificate for pool mTLS"
+    )
+    pool_tls_key: Path | None = Field(None, description="the gateway's client key for pool mTLS")
     pool_tls_server_name: str = Field("", description="expected name in the encoders' certs")
 
     _split_q = field_validator("query", "document", "auth_tokens", mode="before")(_split_targets)

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -21,82 +19,32 @@ from pydantic import Field
 
 from aegis_serve.models.resolve import resolve_model
 from aegis_serve.settings import Backend, CommonSettings
+from aegis_serve.supervisor import Child, ChildFailed, serve_argv, stop_all, wait_all_ready
 
 
 class StackSettings(CommonSettings):
     """The local stack: three processes on one machine."""
 
-    gateway_port: int = Field(50051, ge=0, le=65535)
-    query_port: int = Field(50061, ge=0, le=65535)
-    document_port: int = Field(50062, ge=0, le=65535)
-    query_model: str = "builtin:query"
-    document_model: str = "builtin:document"
+    gateway_port: int = Field(50051, ge=0, le=65535, description="the public gateway's port")
+    query_port: int = Field(50061, ge=0, le=65535, description="the query pool's port")
+    document_port: int = Field(50062, ge=0, le=65535, description="the document pool's port")
+    query_model: str = Field(
+        "builtin:query",
+        description="query pool model: a directory, builtin:query (the default student), "
+        "builtin:query-linear or builtin:query-exit2",
+    )
+    document_model: str = Field(
+        "builtin:document", description="document pool model: a directory or builtin:document"
+    )
     document_device: str = Field("auto", description="auto = cuda when available, else cpu")
     query_threads: int = Field(0, ge=0, description="0 = half the cores")
     query_backend: Literal["auto"] | Backend = Field(
         "auto", description="auto = onnx (same vectors, faster) when the onnx extra is installed"
     )
     document_threads: int = Field(0, ge=0, description="0 = the other half")
-    ready_timeout_s: float = Field(600.0, gt=0)
-
-
-@dataclass
-class Child:
-    """One supervised process and what it printed on its READY line."""
-
-    name: str
-    proc: subprocess.Popen[str]
-    ready: threading.Event = field(default_factory=threading.Event)
-    address: str = ""
-    line: str = ""
-
-
-def _pump(child: Child, echo: bool = True) -> None:
-    assert child.proc.stdout is not None
-    for line in child.proc.stdout:
-        if line.startswith("READY ") and not child.ready.is_set():
-            child.line = line.strip()
-            for part in line.split():
-                if part.startswith("address="):
-                    child.address = part.split("=", 1)[1]
-            child.ready.set()
-        if echo:
-            sys.stdout.write(f"[{child.name}] {line}")
-            sys.stdout.flush()
-
-
-def spawn(name: str, args: list[str], env: dict[str, str], echo: bool = True) -> Child:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aegis_serve.cli", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,  # Ctrl-C reaches us only; we drain children in order
+    ready_timeout_s: float = Field(
+        600.0, gt=0, description="seconds each process may take to load and serve"
     )
-    child = Child(name, proc)
-    threading.Thread(target=_pump, args=(child, echo), daemon=True).start()
-    return child
-
-
-def wait_ready(children: list[Child], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for child in children:
-        while not child.ready.wait(0.2):
-            if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s")
-
-
-def stop_all(children: list[Child], grace: float) -> None:
-    for child in children:  # gateway first: it stops taking requests before the pools go
-        if child.proc.poll() is None:
-            child.proc.send_signal(signal.SIGTERM)
-            try:
-                child.proc.wait(grace + 10)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
 
 
 def auto_threads(settings: StackSettings) -> tuple[int, int]:
@@ -141,14 +89,11 @@ def encoder_args(
 
 
 def _metrics_lines(children: list[Child]) -> str:
-    lines = []
-    for child in children:
-        for part in child.line.split():
-            if part.startswith("metrics=") and part != "metrics=off":
-                lines.append(
-                    f"  metrics        http://{part.split('=', 1)[1]}/metrics ({child.name})"
-                )
-    return "".join(f"{line}\n" for line in lines)
+    return "".join(
+        f"  metrics        http://{c.fields['metrics']}/metrics ({c.name})\n"
+        for c in children
+        if c.fields.get("metrics", "off") != "off"
+    )
 
 
 def query_backend(setting: str) -> str:
@@ -160,7 +105,9 @@ def query_backend(setting: str) -> str:
 
 
 def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int:
-    """Start everything, print endpoints, block until a signal; return an exit code."""
+    """Start everything, print endpoints, block until a signal; return an exit code.
+
+    `on_ready`: a command run once the stack serves, with `--target <gateway>` appended."""
     print("preparing models (first run extracts and assembles them into the cache)...")
     query_model = resolve_model(settings.query_model)
     document_model = resolve_model(settings.document_model)
@@ -172,25 +119,28 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     pools = [
-        spawn("query", [*encoder_args("query", query_model, settings.query_port, q_threads,
-                                       "cpu", settings), "--backend", backend], env),
-        spawn("document", encoder_args("document", document_model, settings.document_port,
-                                        d_threads, device, settings), env),
+        Child("query", serve_argv(*encoder_args("query", query_model, settings.query_port,
+                                                q_threads, "cpu", settings), "--backend", backend),
+              env, echo=True).start(),
+        Child("document", serve_argv(*encoder_args("document", document_model,
+                                                   settings.document_port, d_threads, device,
+                                                   settings)), env, echo=True).start(),
     ]  # fmt: skip
     children = list(pools)
     try:
-        wait_ready(pools, settings.ready_timeout_s)
-        gateway = spawn(
+        wait_all_ready(pools, settings.ready_timeout_s)
+        gateway = Child(
             "gateway",
-            [
+            serve_argv(
                 "gateway", "--port", str(settings.gateway_port), "--query", pools[0].address,
                 "--document", pools[1].address, *common_args("gateway", settings),
-            ],
+            ),
             env,
-        )  # fmt: skip
+            echo=True,
+        ).start()  # fmt: skip
         children.insert(0, gateway)
-        wait_ready([gateway], settings.ready_timeout_s)
-    except (RuntimeError, KeyboardInterrupt) as exc:
+        gateway.wait_ready(settings.ready_timeout_s)
+    except (ChildFailed, KeyboardInterrupt) as exc:
         print(f"stack failed to start: {exc}", file=sys.stderr)
         stop_all(children, settings.shutdown_grace_s)
         return 1
@@ -205,13 +155,12 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         flush=True,
     )
     if on_ready:
-        subprocess.run([sys.executable, "-m", "aegis_serve.cli", *on_ready,
-                        "--target", gateway.address], env=env, check=False)  # fmt: skip
+        subprocess.run([*on_ready, "--target", gateway.address], env=env, check=False)
     code = 0
     while not stop.wait(0.5):
-        dead = [c for c in children if c.proc.poll() is not None]
+        dead = [c for c in children if not c.alive]
         if dead:
-            print(f"{dead[0].name} exited ({dead[0].proc.returncode}); stopping", file=sys.stderr)
+            print(f"{dead[0].name} exited ({dead[0].returncode}); stopping", file=sys.stderr)
             code = 1
             break
     print("stopping: gateway first, then the pools...", flush=True)

@@ -1,1 +1,1 @@
-"""Code shared by the gateway and the encoders (vector shaping, encodings)."""
+"""What both sides (gateway and encoders) use: errors, the RPC boundary, server plumbing, logs."""

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 
-from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from aegis.encoder.v1 import encoder_pb2_grpc
 from aegis_serve.common.server import ServerHandle, serve_until_signal, start_server
 from aegis_serve.encoder.batching import Batcher
+from aegis_serve.encoder.core import Encoder, warm_up
 from aegis_serve.encoder.observe import EncoderObserver
-from aegis_serve.encoder.service import EncoderServicer, warm_up
+from aegis_serve.encoder.service import SERVICE, EncoderServicer
 from aegis_serve.models.embedder import Embedder
+from aegis_serve.protocol import ready_line
 from aegis_serve.settings import EncoderSettings
 from aegis_serve.telemetry.providers import setup_telemetry
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 
 
 def load_embedder(settings: EncoderSettings) -> Embedder:
@@ -35,7 +34,7 @@ def load_embedder(settings: EncoderSettings) -> Embedder:
 
 async def start_encoder(
     settings: EncoderSettings, embedder: Embedder | None = None
-) -> tuple[ServerHandle, EncoderServicer]:
+) -> tuple[ServerHandle, Encoder]:
     """Start a replica on settings.port (0 = ephemeral) and mark it SERVING."""
     if embedder is None:
         embedder = await asyncio.to_thread(load_embedder, settings)
@@ -52,15 +51,16 @@ async def start_encoder(
     )
     batcher.start()
     observer.watch_queue(batcher)
-    servicer = EncoderServicer(embedder, batcher, settings, observer)
+    encoder = Encoder(embedder, batcher, settings, observer)
+    servicer = EncoderServicer(encoder)
     handle = await start_server(
         settings,
         settings.port,
         lambda server: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server),
-        [SERVICE_NAME],
+        [SERVICE],
     )
     await handle.set_serving(True)
-    return handle, servicer
+    return handle, encoder
 
 
 async def run_encoder(settings: EncoderSettings) -> None:
@@ -70,17 +70,15 @@ async def run_encoder(settings: EncoderSettings) -> None:
         metrics_port=settings.metrics_port,
         attributes={"aegis.role": settings.role},
     )
-    handle, servicer = await start_encoder(settings)
-    info = servicer.embedder.describe()
+    handle, encoder = await start_encoder(settings)
+    info = encoder.embedder.describe()
     log.info("encoder ready: %s", info)
     # One machine-readable line so supervisors (`aegis-serve up`, tests) learn the port.
-    print(
-        f"READY encoder role={settings.role} address={settings.host}:{handle.port} "
-        f"space={info['space_id']} metrics={telemetry.metrics_address or 'off'}",
-        flush=True,
-    )
-    sys.stdout.flush()
+    address = f"{settings.host}:{handle.port}"
+    metrics = telemetry.metrics_address or "off"
+    print(ready_line("encoder", role=settings.role, address=address, space=info["space_id"],
+                     metrics=metrics), flush=True)  # fmt: skip
     try:
-        await serve_until_signal(handle, settings.shutdown_grace_s, servicer.close)
+        await serve_until_signal(handle, settings.shutdown_grace_s, encoder.close)
     finally:
         telemetry.shutdown()

@@ -1,240 +1,40 @@
-"""EncoderService: validate, tokenize, queue into the batcher, return one float32 matrix."""
+"""EncoderService: the gRPC face of an `Encoder` (encoder/core.py), a few lines per RPC."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-
 import grpc
-import numpy as np
-from opentelemetry import trace
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-from aegis_serve.common.errors import ServiceError, abort, invalid
-from aegis_serve.common.limits import request_token_budget
-from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
-from aegis_serve.encoder.observe import EncoderObserver
-from aegis_serve.models.embedder import Embedder, TokenizedText
-from aegis_serve.settings import EncoderSettings
-from aegis_serve.telemetry.rpc import RpcScope, span
+from aegis_serve.common.boundary import Boundary, unary_rpc
+from aegis_serve.encoder.core import Encoder
 
-log = logging.getLogger(__name__)
-
-NO_PROMPT = "-"
 SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
-# Above this many characters, tokenize on a worker thread so the event loop stays free.
-_INLINE_TOKENIZE_CHARS = 20_000
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
-    """One replica of a pool: a model, a role and a batcher."""
+    """Hands each call to the core; the boundary records it and maps its errors."""
 
-    def __init__(
-        self,
-        embedder: Embedder,
-        batcher: Batcher,
-        settings: EncoderSettings,
-        observer: EncoderObserver | None = None,
-    ) -> None:
-        self.embedder = embedder
-        self.batcher = batcher
-        self.settings = settings
-        self.role = settings.role
-        self.observer = observer or EncoderObserver(settings.role)
-        # Per-text cap: the operator's, never above what the model can take.
-        self.max_input_tokens = min(
-            settings.max_input_tokens or embedder.max_tokens, embedder.max_tokens
-        )
-        self._info = self._build_info()
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        role = encoder.role
+        self.boundary = Boundary(SERVICE, encoder.observer.instruments, lambda _req, _resp: role)
 
-    # ------------------------------------------------------------- helpers
-    def default_prompt_name(self) -> str:
-        prompts = self.embedder.prompts
-        if self.role in prompts:
-            return self.role
-        return self.embedder.cfg.default_prompt_name or ""
-
-    def resolve_prompt(self, name: str) -> str:
-        if name == NO_PROMPT:
-            return ""
-        name = name or self.default_prompt_name()
-        try:
-            return self.embedder.prompt_for(name)
-        except KeyError:
-            known = sorted(self.embedder.prompts) or ["(none)"]
-            raise invalid(
-                f"prompt_name {name!r} is not defined by this model; known: {known}"
-            ) from None
-
-    def _check_texts(self, texts: list[str]) -> None:
-        if not texts:
-            raise invalid("texts must not be empty")
-        limit = self.settings.max_texts_per_request
-        if len(texts) > limit:
-            raise invalid(f"{len(texts)} texts in one call; the limit is {limit}")
-        for i, text in enumerate(texts):
-            if not text:
-                raise invalid(f"texts[{i}] is empty")
-
-    async def _tokenize(self, texts: list[str], prompt: str) -> list[TokenizedText]:
-        if sum(map(len, texts)) > _INLINE_TOKENIZE_CHARS:
-            return await asyncio.to_thread(
-                self.embedder.tokenize, texts, prompt, self.max_input_tokens
-            )
-        return self.embedder.tokenize(texts, prompt, self.max_input_tokens)
-
-    def _build_info(self) -> encoder_pb2.GetInfoResponse:
-        e = self.embedder
-        calibration = [
-            encoder_pb2.CalibrationRanges(
-                dimensions=dim, minimum=ranges[0].tolist(), maximum=ranges[1].tolist()
-            )
-            for dim, ranges in sorted(e.space.calibration.items(), reverse=True)
-        ]
-        return encoder_pb2.GetInfoResponse(
-            model=e.space.model_id,
-            space_id=e.space.space_id,
-            dimensions=e.dim,
-            matryoshka_dimensions=list(e.space.matryoshka_dims),
-            layer_options=list(e.space.layer_options),
-            max_input_tokens=self.max_input_tokens,
-            device=e.device_label,
-            dtype=e.dtype_name,
-            role=self.role,
-            prompts=e.prompts,
-            calibration=calibration,
-            max_batch_texts=self.settings.max_texts_per_request,
-        )
-
-    # ----------------------------------------------------------------- RPCs
-    def _scope(self, method: str, context: grpc.aio.ServicerContext) -> RpcScope:
-        return RpcScope(self.observer.instruments, SERVICE, method, context, self.role)
-
+    @unary_rpc
     async def Encode(
         self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.EncodeResponse:
-        with self._scope("Encode", context) as rpc:
-            try:
-                return await self._encode(request, context)
-            except ServiceError as err:
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
-                raise AssertionError("unreachable") from None
-
-    async def _encode(
-        self, request: encoder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
-    ) -> encoder_pb2.EncodeResponse:
-        texts = list(request.texts)
-        self._check_texts(texts)
-        layers = request.layers
-        if layers and layers not in self.embedder.space.layer_options:
-            raise invalid(
-                f"layers={layers} is not offered by {self.embedder.space.model_id}; "
-                f"choose one of {list(self.embedder.space.layer_options)} (0 = full depth)"
-            )
-        prompt = self.resolve_prompt(request.prompt_name)
-        t0 = time.perf_counter_ns()
-        with span("tokenize", **{"aegis.texts": len(texts)}) as tok_span:
-            items = await self._tokenize(texts, prompt)
-            token_counts = [len(it.ids) for it in items]
-            tok_span.set_attribute("aegis.tokens", sum(token_counts))
-        tokenization_ns = time.perf_counter_ns() - t0
-        if request.reject_overlong:
-            for i, it in enumerate(items):
-                if it.truncated:
-                    raise invalid(
-                        f"inputs[{i}] has {it.original_tokens} tokens, more than the "
-                        f"limit of {self.max_input_tokens}; shorten it or use TRUNCATE_END"
-                    )
-        budget = request_token_budget(
-            self.settings.max_request_tokens, context.invocation_metadata()
-        )
-        total = sum(len(it.ids) for it in items)
-        if budget and total > budget:
-            raise invalid(
-                f"inputs have {total} tokens in total; the limit is {budget} tokens per "
-                "request (split it into smaller requests)"
-            )
-        remaining = context.time_remaining()
-        deadline = None
-        if remaining is not None:
-            deadline = asyncio.get_running_loop().time() + remaining
-        try:
-            tag = trace.get_current_span().get_span_context()
-            job = await self.batcher.submit(items, layers, deadline, tag)
-        except QueueFull as exc:
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), (("retry-after-ms", "100"),)
-            ) from None
-        except DeadlineExpired as exc:
-            raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
-        except BatchFailed as exc:
-            raise ServiceError(grpc.StatusCode.INTERNAL, f"model failed: {exc}") from None
-        assert job.rows is not None
-        self.observer.on_done(job, sum(token_counts))
-        return encoder_pb2.EncodeResponse(
-            matrix=job.rows.astype("<f4", copy=False).tobytes(),
-            rows=job.rows.shape[0],
-            cols=job.rows.shape[1],
-            token_counts=token_counts,
-            queue_ns=job.queue_ns,
-            tokenization_ns=tokenization_ns,
-            inference_ns=job.inference_ns,
-            model=self.embedder.space.model_id,
-            layers=layers or self.embedder.num_layers,
+        return await self.encoder.encode(
+            request, context.invocation_metadata(), context.time_remaining()
         )
 
+    @unary_rpc
     async def Tokenize(
         self, request: encoder_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.TokenizeResponse:
-        with self._scope("Tokenize", context) as rpc:
-            try:
-                texts = list(request.texts)
-                self._check_texts(texts)
-                prompt = self.resolve_prompt(request.prompt_name)
-            except ServiceError as err:
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
-            details = await asyncio.to_thread(self.embedder.token_details, texts, prompt)
-            return self._tokenize_response(details)
-
-    def _tokenize_response(self, details: list) -> encoder_pb2.TokenizeResponse:
-        limit = self.max_input_tokens
-        return encoder_pb2.TokenizeResponse(
-            texts=[
-                encoder_pb2.TokenizedText(
-                    tokens=[
-                        encoder_pb2.Token(
-                            id=t.id, text=t.text, start=t.start, stop=t.stop, special=t.special
-                        )
-                        for t in row
-                    ],
-                    exceeds_max_tokens=len(row) > limit,
-                )
-                for row in details
-            ],
-            max_input_tokens=limit,
-            model=self.embedder.space.model_id,
-        )
+        return await self.encoder.tokenize_texts(request)
 
     async def GetInfo(
         self, request: encoder_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetInfoResponse:
         # Not traced or counted: the gateway's health probes call it every few seconds.
-        return self._info
-
-    async def close(self) -> None:
-        """Fail what is still queued, stop the model thread, stop reporting queue depth."""
-        await self.batcher.close()
-        self.observer.close()
-
-
-def warm_up(embedder: Embedder) -> np.ndarray:
-    """One forward per depth so the first real request does not pay for lazy init."""
-    items = embedder.tokenize(["warm up"])
-    out = None
-    for layers in embedder.space.layer_options:
-        out = embedder.forward(embedder.collate(items), layers)
-    assert out is not None
-    return out
+        return self.encoder.info

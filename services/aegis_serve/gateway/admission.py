@@ -1,6 +1,7 @@
 """Bounded admission at the gateway: in-flight requests, in-flight inputs, open streams.
 
-Load beyond the bounds is answered at once with RESOURCE_EXHAUSTED and `retry-after-ms`
+Load beyond the bounds is answered at once with RESOURCE_EXHAUSTED and a back-off trailer
+(`protocol.RETRY_AFTER_KEY`)
 (clients back off) instead of queueing in gateway memory. The encoders' own bounded
 queues then protect the model; these bounds protect the gateway itself.
 """
@@ -13,14 +14,11 @@ from collections.abc import Iterator
 import grpc
 
 from aegis_serve.common.errors import ServiceError
-
-RETRY_AFTER_MS = 100
+from aegis_serve.protocol import RETRY_AFTER_MS, retry_after
 
 
 def exhausted(message: str, retry_after_ms: int = RETRY_AFTER_MS) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, message, (("retry-after-ms", str(retry_after_ms)),)
-    )
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after(retry_after_ms))
 
 
 class Admission:

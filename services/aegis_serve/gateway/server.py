@@ -8,8 +8,7 @@ import logging
 
 import grpc
 
-from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
-from aegis_serve.common.auth import Authenticator, AuthInterceptor, load_principals
+from aegis.embed.v1 import embed_pb2_grpc
 from aegis_serve.common.server import (
     NOT_SERVING,
     SERVING,
@@ -17,16 +16,19 @@ from aegis_serve.common.server import (
     serve_until_signal,
     start_server,
 )
-from aegis_serve.common.tls import channel_credentials, server_name_options
+from aegis_serve.gateway.auth import Authenticator, AuthInterceptor, load_principals
+from aegis_serve.gateway.core import Gateway
 from aegis_serve.gateway.pools import Pool
-from aegis_serve.gateway.service import EmbedServicer, Gateway
+from aegis_serve.gateway.safe_decoding import decode_safely
+from aegis_serve.gateway.service import SERVICE, EmbedServicer
+from aegis_serve.gateway.tls import channel_credentials, server_name_options
+from aegis_serve.protocol import ready_line
 from aegis_serve.settings import GatewaySettings
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.providers import setup_telemetry
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 POOL_HEALTH = {"query": "aegis.pool.query", "document": "aegis.pool.document"}
 
 
@@ -129,15 +131,13 @@ async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
     query, document = connect_pools(settings)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
-    from aegis_serve.common.wire import decode_safely  # undecodable bytes -> INVALID_ARGUMENT
-
     handle = await start_server(
         settings,
         settings.port,
         lambda server: decode_safely(
             embed_pb2_grpc.add_EmbedServiceServicer_to_server, servicer, server
         ),
-        [SERVICE_NAME],
+        [SERVICE],
         interceptors,
     )
     runtime = GatewayRuntime(handle, gateway)
@@ -151,11 +151,10 @@ async def run_gateway(settings: GatewaySettings) -> None:
         "aegis-gateway", metrics_host=settings.host, metrics_port=settings.metrics_port
     )
     runtime = await start_gateway(settings)
-    print(
-        f"READY gateway address={settings.host}:{runtime.port} serving={runtime.gateway.serving} "
-        f"metrics={telemetry.metrics_address or 'off'}",
-        flush=True,
-    )
+    address = f"{settings.host}:{runtime.port}"
+    metrics = telemetry.metrics_address or "off"
+    print(ready_line("gateway", address=address, serving=runtime.gateway.serving, metrics=metrics),
+          flush=True)  # fmt: skip
     try:
         await serve_until_signal(runtime.handle, settings.shutdown_grace_s, runtime.close)
     finally:

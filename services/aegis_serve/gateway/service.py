@@ -1,394 +1,48 @@
-"""EmbedService: validate, route to a pool, shape vectors (truncate, renormalize, quantize)."""
+"""EmbedService: the gRPC face of the `Gateway` (gateway/core.py), a few lines per RPC."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import math
-import re
-import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import grpc
-import numpy as np
 from opentelemetry import trace
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
-from aegis.encoder.v1 import encoder_pb2
-from aegis_serve.common.errors import ServiceError, abort, invalid
-from aegis_serve.common.limits import REQUEST_TOKENS_KEY
-from aegis_serve.common.quantize import (
-    ENCODING_VALUES,
-    encode_rows,
-    quantize,
-    truncate_and_renormalize,
-)
-from aegis_serve.gateway.admission import Admission
-from aegis_serve.gateway.pools import Pool, PoolUnavailable
-from aegis_serve.gateway.validation import (
-    ROLES,
-    EmbedPlan,
-    Limits,
-    check_inputs,
-    check_space_options,
-    role_of,
-    validate_embed,
-)
-from aegis_serve.settings import GatewaySettings
-from aegis_serve.telemetry.instruments import gateway_instruments
-from aegis_serve.telemetry.rpc import RpcScope, span
+from aegis_serve.common.boundary import Boundary, status_of, stream_rpc, unary_rpc
+from aegis_serve.gateway.core import Gateway
+from aegis_serve.gateway.validation import ROLES, validate_embed
+from aegis_serve.telemetry.rpc import span
 
-log = logging.getLogger(__name__)
-
+SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 # Metadata forwarded to encoders as is. Trace context (traceparent, tracestate, baggage) is
 # not copied: each Encode attempt injects its own client span's context (pools.py).
 FORWARDED_METADATA = ("x-request-id",)
-SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
-NO_PROMPT = "-"
-MIN_CHUNK_TEXTS = 32
-_INPUT_INDEX = re.compile(r"inputs\[(\d+)\]")
 STREAM_IN_FLIGHT = 16
-# Trailing metadata of encoder errors passed on to the caller.
-PASSED_TRAILERS = ("retry-after-ms",)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes and how it is labelled."""
-
-    pool: Pool
-    prompt_name: str
-    fallback: bool
 
 
 def forwarded(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
     return [(k, v) for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA]
 
 
-class Gateway:
-    """The two pools, the space check and the routing rules."""
-
-    def __init__(self, settings: GatewaySettings, query: Pool, document: Pool) -> None:
-        self.settings = settings
-        self.query = query
-        self.document = document
-        self.problem = "pools not probed yet"
-        self.space_mismatch = False
-        self.limits = Limits(settings.max_inputs, settings.max_input_chars)
-        self.metrics = gateway_instruments()
-        self.admission = Admission(
-            settings.max_inflight_requests,
-            settings.max_inflight_inputs,
-            settings.max_concurrent_streams,
-        )
-
-    @property
-    def pools(self) -> tuple[Pool, Pool]:
-        return self.query, self.document
-
-    async def refresh(self) -> None:
-        """Probe every replica, then re-check space identity."""
-        await asyncio.gather(self.query.probe_all(), self.document.probe_all())
-        for pool in self.pools:
-            for r in pool.healthy:
-                if r.info is not None and r.info.role != pool.role:
-                    r.healthy = False
-                    r.problem = f"declares role {r.info.role!r}, configured in the {pool.role} pool"
-        self.space_mismatch, self.problem = self.space_problem()
-
-    def space_problem(self) -> tuple[bool, str]:
-        """(spaces differ, why not serving); ('', False) when one space is reachable."""
-        declared: dict[tuple[str, int], list[str]] = {}
-        for pool in self.pools:
-            for r in pool.healthy:
-                assert r.info is not None
-                key = (r.info.space_id, r.info.dimensions)
-                declared.setdefault(key, []).append(f"{pool.role}@{r.target}")
-        if len(declared) <= 1:
-            if not self.document.healthy and not self.query.healthy:
-                return False, "no encoder replica is reachable"
-            return False, ""
-        parts = "; ".join(
-            f"{space!r} ({dims} dims) declared by {', '.join(who)}"
-            for (space, dims), who in sorted(declared.items())
-        )
-        return True, (
-            f"encoder pools declare different vector spaces: {parts}. Refusing to serve: "
-            "query and document vectors would not be comparable"
-        )
-
-    @property
-    def serving(self) -> bool:
-        return not self.problem
-
-    def route(self, role: str) -> Route:
-        if self.space_mismatch:
-            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, self.problem)
-        if role == "document":
-            return Route(self.document, "", False)
-        if self.query.healthy or not self.settings.query_fallback:
-            return Route(self.query, "", False)
-        return self.fallback_route()
-
-    def fallback_route(self) -> Route:
-        info = self.document.info
-        prompt = "query" if info is not None and "query" in info.prompts else NO_PROMPT
-        return Route(self.document, prompt, True)
-
-    def space_options(self, route: Route) -> tuple[list[int], list[int]]:
-        info = self.document.info or route.pool.info
-        if info is None:
-            raise self.unavailable(route.pool, "; it has not answered yet")
-        layers = list(info.layer_options) if route.pool.role == "document" else []
-        return list(info.matryoshka_dimensions), layers
-
-    def calibration(self, dims: int) -> np.ndarray | None:
-        """Space calibration ranges for `dims` (document pool first: it defines the space)."""
-        for pool in (self.document, self.query):
-            info = pool.info
-            if info is None:
-                continue
-            for cal in info.calibration:
-                if cal.dimensions == dims:
-                    return np.asarray([cal.minimum, cal.maximum], dtype=np.float32)
-        return None
-
-    def unavailable(self, pool: Pool, detail: str = "") -> ServiceError:
-        problems = "; ".join(f"{r.target}: {r.problem or 'failed'}" for r in pool.replicas)
-        return ServiceError(
-            grpc.StatusCode.UNAVAILABLE,
-            f"{pool.role} pool has no healthy replica ({problems}){detail}",
-        )
-
-    # --------------------------------------------------------------- embed
-    async def embed(
-        self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> embed_pb2.EmbedResponse:
-        with self.admission.request(len(plan.inputs)):
-            return await self._embed(plan, metadata, timeout)
-
-    async def _embed(
-        self, plan: EmbedPlan, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> embed_pb2.EmbedResponse:
-        started = time.perf_counter_ns()
-        budget = self.settings.max_request_tokens
-        if budget:  # each chunk is checked against the whole budget before the model
-            metadata = [*metadata, (REQUEST_TOKENS_KEY, str(budget))]
-        with span("route", **{"aegis.input_type": plan.role}) as route_span:
-            route = self.route(plan.role)
-            dims_offered, layers_offered = self.space_options(route)
-            dims = check_space_options(plan, dims_offered, layers_offered)
-            route_span.set_attribute("aegis.pool", route.pool.role)
-            route_span.set_attribute("aegis.healthy_replicas", len(route.pool.healthy))
-        try:
-            parts, route = await self._encode_with_fallback(plan, route, metadata, timeout)
-        except PoolUnavailable as exc:
-            raise self.unavailable(route.pool, f": {exc}") from None
-        with span("postprocess", **{"aegis.dimensions": dims, "aegis.encoding": plan.encoding}):
-            matrix = np.concatenate(
-                [np.frombuffer(p.matrix, dtype="<f4").reshape(p.rows, p.cols) for p in parts]
-            )
-            if dims != matrix.shape[1]:
-                matrix = truncate_and_renormalize(matrix, dims)
-            quantized = quantize(matrix, plan.encoding, self.calibration(dims))
-        tokens = [t for p in parts for t in p.token_counts]
-        if budget and sum(tokens) > budget:
-            raise invalid(
-                f"inputs have {sum(tokens)} tokens in total; the limit is {budget} tokens per "
-                "request (split it into smaller requests)"
-            )
-        labels = {"pool": route.pool.role}
-        self.metrics.inputs.add(len(tokens), labels)
-        self.metrics.input_tokens.add(sum(tokens), labels)
-        if route.fallback:
-            self.metrics.fallbacks.add(1)
-        info = route.pool.info
-        resp = embed_pb2.EmbedResponse(
-            dimensions=dims,
-            encoding=ENCODING_VALUES[plan.encoding],
-            model=parts[0].model,
-            encoder=route.pool.role,
-            usage=embed_pb2.Usage(input_tokens=sum(tokens), tokens_per_input=tokens),
-            timing=embed_pb2.Timing(
-                queue_ns=max(p.queue_ns for p in parts),
-                tokenization_ns=max(p.tokenization_ns for p in parts),
-                inference_ns=max(p.inference_ns for p in parts),
-            ),
-            fallback=route.fallback,
-            space_id=info.space_id if info is not None else "",
-            layers=parts[0].layers,
-        )
-        if plan.encoding == "float32":
-            resp.embeddings.extend(embed_pb2.Embedding(values=row) for row in matrix.tolist())
-        else:
-            resp.embeddings.extend(embed_pb2.Embedding(data=b) for b in encode_rows(quantized))
-        resp.timing.total_ns = time.perf_counter_ns() - started
-        return resp
-
-    async def _encode_with_fallback(
-        self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> tuple[list[encoder_pb2.EncodeResponse], Route]:
-        try:
-            return await self._encode(plan, route, metadata, timeout), route
-        except (PoolUnavailable, grpc.aio.AioRpcError) as exc:
-            retry_on_document = (
-                plan.role == "query"
-                and not route.fallback
-                and self.settings.query_fallback
-                and self.document.healthy
-                and (isinstance(exc, PoolUnavailable) or exc.code() == grpc.StatusCode.UNAVAILABLE)
-            )
-            if not retry_on_document:
-                raise
-            route = self.fallback_route()
-            log.warning("query pool failed (%s); serving queries on the document pool", exc)
-            span_now = trace.get_current_span()
-            span_now.add_event("fallback to the document pool", {"reason": str(exc)[:200]})
-            return await self._encode(plan, route, metadata, timeout), route
-
-    async def _encode(
-        self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> list[encoder_pb2.EncodeResponse]:
-        """One Encode per chunk, spread over healthy replicas, results in input order."""
-        n_replicas = max(1, len(route.pool.healthy))
-        chunk = len(plan.inputs)
-        if n_replicas > 1 and chunk > MIN_CHUNK_TEXTS:
-            chunk = max(MIN_CHUNK_TEXTS, math.ceil(chunk / n_replicas))
-        requests = [
-            encoder_pb2.EncodeRequest(
-                texts=plan.inputs[i : i + chunk],
-                prompt_name=route.prompt_name,
-                layers=plan.layers,
-                reject_overlong=plan.reject_overlong,
-            )
-            for i in range(0, len(plan.inputs), chunk)
-        ]
-
-        async def call(req: encoder_pb2.EncodeRequest, offset: int) -> encoder_pb2.EncodeResponse:
-            try:
-                resp, _ = await route.pool.encode(req, timeout, metadata)
-                return resp
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or not offset:
-                    raise
-                # The encoder names indices within its chunk; callers need their own.
-                message = _INPUT_INDEX.sub(
-                    lambda m: f"inputs[{int(m.group(1)) + offset}]", exc.details() or ""
-                )
-                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
-
-        tasks = [asyncio.create_task(call(r, i * chunk)) for i, r in enumerate(requests)]
-        try:
-            parts = list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:  # a failed chunk fails the request: free the others' slots
-                task.cancel()
-            raise
-        for req, part in zip(requests, parts, strict=True):
-            if part.rows != len(req.texts) or len(part.matrix) != 4 * part.rows * part.cols:
-                raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a malformed matrix")
-        return parts
-
-    # ------------------------------------------------------------ tokenize
-    async def tokenize(
-        self, req: embed_pb2.TokenizeRequest, timeout: float
-    ) -> embed_pb2.TokenizeResponse:
-        role = role_of(req.input_type)
-        inputs = list(req.inputs)
-        check_inputs(inputs, self.limits)
-        with self.admission.request(len(inputs)):
-            return await self._tokenize(req, role, inputs, timeout)
-
-    async def _tokenize(
-        self, req: embed_pb2.TokenizeRequest, role: str, inputs: list[str], timeout: float
-    ) -> embed_pb2.TokenizeResponse:
-        route = self.route(role)
-        prompt = route.prompt_name if req.add_prompt else NO_PROMPT
-        try:
-            resp = await route.pool.call(
-                "Tokenize", encoder_pb2.TokenizeRequest(texts=inputs, prompt_name=prompt), timeout
-            )
-        except PoolUnavailable as exc:
-            raise self.unavailable(route.pool, f": {exc}") from None
-        return embed_pb2.TokenizeResponse(
-            inputs=[
-                embed_pb2.TokenizedInput(
-                    tokens=[
-                        embed_pb2.Token(
-                            id=t.id, text=t.text, start=t.start, stop=t.stop, special=t.special
-                        )
-                        for t in row.tokens
-                    ],
-                    exceeds_max_tokens=row.exceeds_max_tokens,
-                )
-                for row in resp.texts
-            ],
-            max_input_tokens=resp.max_input_tokens,
-            model=resp.model,
-        )
-
-    # ---------------------------------------------------------------- info
-    def get_info(self) -> embed_pb2.GetInfoResponse:
-        pools = []
-        for pool in self.pools:
-            info = pool.info
-            pools.append(
-                embed_pb2.PoolInfo(
-                    role=pool.role,
-                    model=info.model if info else "",
-                    space_id=info.space_id if info else "",
-                    replicas=[r.target for r in pool.replicas],
-                    healthy_replicas=len(pool.healthy),
-                    serving=bool(pool.healthy),
-                    device=info.device if info else "",
-                    dtype=info.dtype if info else "",
-                    max_input_tokens=info.max_input_tokens if info else 0,
-                    layer_options=list(info.layer_options) if info else [],
-                )
-            )
-        ref = self.document.info or self.query.info
-        limits = [p.max_input_tokens for p in pools if p.max_input_tokens]
-        return embed_pb2.GetInfoResponse(
-            space_id=ref.space_id if ref else "",
-            dimensions=ref.dimensions if ref else 0,
-            matryoshka_dimensions=list(ref.matryoshka_dimensions) if ref else [],
-            layer_options=list(self.document.info.layer_options) if self.document.info else [],
-            max_input_tokens=min(limits) if limits else 0,
-            encodings=sorted(set(ENCODING_VALUES.values())),
-            pools=pools,
-            max_inputs_per_request=self.settings.max_inputs,
-            calibrated=bool(ref and ref.calibration),
-            serving=self.serving,
-            problem=self.problem,
-        )
-
-
-def _rpc_status(exc: BaseException) -> ServiceError:
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, grpc.aio.AioRpcError):
-        # Keep the encoder's back-off hint when passing its RESOURCE_EXHAUSTED on.
-        trailers = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in PASSED_TRAILERS)
-        return ServiceError(exc.code(), exc.details() or exc.code().name, trailers)
-    log.exception("unexpected error", exc_info=exc)
-    return ServiceError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+def _pool_label(request: object, response: object) -> str:
+    """Metrics label: the pool that answered (fallback included), else the one asked for."""
+    encoder = getattr(response, "encoder", "")
+    return encoder or ROLES.get(getattr(request, "input_type", 0), "")
 
 
 class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
-    """gRPC face of the Gateway."""
+    """Hands each call to the Gateway; the boundary records it and maps its errors."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
+        self.boundary = Boundary(SERVICE, gateway.metrics, _pool_label)
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()
         default = self.gw.settings.encoder_timeout_s
         return default if remaining is None else min(remaining, default)
-
-    def _scope(self, method: str, context: grpc.aio.ServicerContext) -> RpcScope:
-        return RpcScope(self.gw.metrics, SERVICE, method, context)
 
     async def _embed_one(
         self, request: embed_pb2.EmbedRequest, metadata: list[tuple[str, str]], timeout: float
@@ -397,36 +51,24 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             plan = validate_embed(request, self.gw.limits)
         return await self.gw.embed(plan, metadata, timeout)
 
+    @unary_rpc
     async def Embed(
         self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.EmbedResponse:
-        with self._scope("Embed", context) as rpc:
-            rpc.pool = ROLES.get(request.input_type, "")
-            try:
-                resp = await self._embed_one(request, forwarded(context), self._timeout(context))
-                rpc.pool = resp.encoder
-                return resp
-            except (ServiceError, grpc.aio.AioRpcError, ValueError) as exc:
-                err = invalid(str(exc)) if isinstance(exc, ValueError) else _rpc_status(exc)
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
-                raise AssertionError("unreachable") from None
+        return await self._embed_one(request, forwarded(context), self._timeout(context))
 
+    @stream_rpc
     async def EmbedStream(
         self,
         request_iterator: AsyncIterator[embed_pb2.EmbedRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[embed_pb2.EmbedResponse]:
-        """Requests run concurrently (bounded); responses come back in request order.
+        """Requests run concurrently (bounded); responses come back in request order; a failed
+        message is answered in-stream with `error` set and the stream goes on.
 
         The stream's span is the parent of one `embed` span per message (the message tasks
         copy the current context, so they join the caller's trace)."""
-        with self._scope("EmbedStream", context) as rpc, contextlib.ExitStack() as held:
-            try:
-                held.enter_context(self.gw.admission.stream())
-            except ServiceError as err:
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
+        with self.gw.admission.stream():
             async for response in self._stream(request_iterator, context):
                 yield response
 
@@ -444,7 +86,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 try:
                     return await self._embed_one(request, metadata, self._timeout(context))
                 except Exception as exc:
-                    err = _rpc_status(exc)
+                    err = status_of(exc)
                     message_span.set_status(trace.Status(trace.StatusCode.ERROR, err.message))
                     return embed_pb2.EmbedResponse(
                         error=embed_pb2.Status(code=err.code.value[0], message=err.message)
@@ -473,21 +115,14 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read_task
 
+    @unary_rpc
     async def Tokenize(
         self, request: embed_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.TokenizeResponse:
-        with self._scope("Tokenize", context) as rpc:
-            rpc.pool = ROLES.get(request.input_type, "")
-            try:
-                return await self.gw.tokenize(request, self._timeout(context))
-            except (ServiceError, grpc.aio.AioRpcError) as exc:
-                err = _rpc_status(exc)
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
-                raise AssertionError("unreachable") from None
+        return await self.gw.tokenize(request, self._timeout(context))
 
+    @unary_rpc
     async def GetInfo(
         self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> embed_pb2.GetInfoResponse:
-        with self._scope("GetInfo", context):
-            return self.gw.get_info()
+        return self.gw.get_info()

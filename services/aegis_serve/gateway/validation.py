@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aegis.embed.v1 import embed_pb2
 from aegis_serve.common.errors import invalid
-from aegis_serve.common.quantize import ENCODINGS
+from aegis_serve.gateway.quantize import ENCODINGS
 
 ROLES = {embed_pb2.INPUT_TYPE_QUERY: "query", embed_pb2.INPUT_TYPE_DOCUMENT: "document"}
 TRUNCATE_MODES = {embed_pb2.TRUNCATE_END, embed_pb2.TRUNCATE_NONE}

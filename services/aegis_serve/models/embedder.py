@@ -171,10 +171,10 @@ class Embedder:
             attention == "auto" and is_modernbert and self.device.type == "cuda"
         )
         if use:
-            from aegis_serve.models import packed
+            from aegis_serve.models import packed_attention
 
-            packed.register()
-            self.hf_config._attn_implementation = packed.ATTN_NAME
+            packed_attention.register()
+            self.hf_config._attn_implementation = packed_attention.ATTN_NAME
         return use
 
     def _find_layers(self) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
@@ -341,7 +341,7 @@ class Embedder:
     def collate(self, items: Sequence[TokenizedText]) -> object:
         """CPU tensors for one batch: packed into one sequence, or right-padded."""
         if self.packs_sequences:
-            from aegis_serve.models.packed import pack
+            from aegis_serve.models.packed_attention import pack
 
             return pack([it.ids for it in items], [it.prompt_tokens for it in items], self.pad_id)
         return self._collate_padded(items)
@@ -384,7 +384,7 @@ class Embedder:
         return self._head(emb)
 
     def _forward_packed(self, batch: object, layers: int) -> torch.Tensor:
-        from aegis_serve.models.packed import block_mask, pool
+        from aegis_serve.models.packed_attention import block_mask, pool
 
         dev = self.device
         doc_ids = batch.doc_ids.to(dev, non_blocking=True)

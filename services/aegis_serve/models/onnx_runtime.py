@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aegis_serve.models.packaged import cache_dir, cached_build
+from aegis_serve.cache import cache_dir, cached_build
 from aegis_serve.models.st_dir import weights_fingerprint
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 `builtin:document` is the teacher (all-mpnet-base-v2, extracted from its packages once).
 The query students, both aligned into the teacher's space:
 
-- `builtin:query-linear`: MiniLM plus the least-squares Dense map (``models/align.py``),
+- `builtin:query-linear`: MiniLM plus the least-squares Dense map (``models/student.py``),
   assembled once in the cache;
 - `builtin:query-exit2`: the teacher's first 2 layers, LEAF-distilled on WordNet text, a
   committed directory (``assets/distilled-student``, fp16 weights; completed once from the
@@ -55,7 +55,7 @@ def distilled_student_dir(progress: bool = True) -> Path | None:
 
 def _completed_student(manifest: dict[str, object], progress: bool) -> Path:
     """The committed student plus its shared tensors from their source, built once."""
-    from aegis_serve.models.packaged import cache_dir, cached_build
+    from aegis_serve.cache import cache_dir, cached_build
     from aegis_serve.models.shared_weights import restore_shared
 
     source = resolve_model(str(manifest["source"]), progress=progress)
@@ -88,7 +88,7 @@ def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:
     The space id must not change, so a teacher without a manifest gets one that pins the
     model id it had under its own directory name.
     """
-    from aegis_serve.models.packaged import cache_dir, cached_build
+    from aegis_serve.cache import cache_dir, cached_build
     from aegis_serve.models.st_dir import SPACE_MANIFEST, _dir_name
 
     target = cache_dir() / "models" / "calibrated" / teacher.resolve().name
@@ -119,7 +119,7 @@ def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:
 def resolve_model(spec: str, progress: bool = True) -> Path:
     """Turn a model spec into a directory, building cached defaults on first use."""
     if spec == "builtin:document":
-        from aegis_serve.models.packaged import teacher_dir
+        from aegis_serve.models.registry_weights import teacher_dir
 
         teacher = teacher_dir(progress=progress)
         calibration = _space_calibration(teacher)
@@ -132,7 +132,7 @@ def resolve_model(spec: str, progress: bool = True) -> Path:
             raise ValueError(f"{spec}: this checkout has no complete {DISTILLED_DIR}")
         return distilled
     if spec == "builtin:query-linear":
-        from aegis_serve.models.align import aligned_student_dir
+        from aegis_serve.models.student import aligned_student_dir
 
         return aligned_student_dir(progress=progress)
     if spec.startswith("builtin:"):

@@ -1,10 +1,11 @@
-"""A model directory that leaves out tensors it shares with another model, and its rebuild.
+"""Rebuild a model directory that was committed without the tensors it shares with another.
 
 The layer-exit query student (docs/alignment.md) is the teacher's first layers, distilled with
 the token embedding table frozen. That table is 47 MB in fp16, the same bytes the teacher
 already ships in its packages; committing it again would push the student past what belongs in
-git. ``strip_shared`` writes the student without the tensors it shares with the teacher, plus
-``shared_weights.json`` naming them with a SHA-256 of their bytes; ``restore_shared`` puts them
+git. ``aegis-lab pack-student`` writes the student without the tensors it shares with the
+teacher, plus ``shared_weights.json`` naming them with a SHA-256 of their bytes (the format
+below); ``restore_shared`` puts them
 back from the teacher (cast to the student's dtype) into a complete directory that the encoder
 loads unchanged, and refuses a source whose bytes differ.
 """
@@ -35,7 +36,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def _source_tensors(source_dir: Path, names: set[str]) -> dict[str, torch.Tensor]:
+def source_tensors(source_dir: Path, names: set[str]) -> dict[str, torch.Tensor]:
     """The named tensors of ``source_dir``'s weight files (only those, read lazily)."""
     found: dict[str, torch.Tensor] = {}
     for f in sorted(source_dir.glob("*.safetensors")):
@@ -44,29 +45,6 @@ def _source_tensors(source_dir: Path, names: set[str]) -> dict[str, torch.Tensor
                 if key in names and key not in found:
                     found[key] = fh.get_tensor(key)
     return found
-
-
-def strip_shared(model_dir: Path, source_dir: Path, source_spec: str, out: Path) -> dict[str, Any]:
-    """Write ``model_dir`` to ``out`` without the tensors equal to ``source_dir``'s.
-
-    A tensor counts as shared when the source has one of the same name and shape whose values,
-    cast to the student's dtype, are bit-identical. Returns the manifest it writes.
-    """
-    weights = load_file(str(model_dir / WEIGHTS))
-    source = _source_tensors(source_dir, set(weights))
-    shared: dict[str, dict[str, Any]] = {}
-    for name, t in weights.items():
-        src = source.get(name)
-        if src is not None and src.shape == t.shape and torch.equal(src.to(t.dtype), t):
-            shared[name] = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-            shared[name]["sha256"] = tensor_sha256(t)
-    if not shared:
-        raise SharedWeightsError(f"{model_dir} shares no tensor with {source_dir}")
-    copy_tree(model_dir, out, skip=frozenset({WEIGHTS, SHARED_FILE}))
-    save_file({k: v for k, v in weights.items() if k not in shared}, str(out / WEIGHTS))
-    manifest = {"source": source_spec, "tensors": shared}
-    (out / SHARED_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
 
 
 def read_manifest(model_dir: Path) -> dict[str, Any] | None:
@@ -81,7 +59,7 @@ def restore_shared(stripped_dir: Path, source_dir: Path, out: Path) -> Path:
     if manifest is None:
         raise SharedWeightsError(f"{stripped_dir} has no {SHARED_FILE}")
     wanted: dict[str, dict[str, Any]] = manifest["tensors"]
-    source = _source_tensors(source_dir, set(wanted))
+    source = source_tensors(source_dir, set(wanted))
     weights = load_file(str(stripped_dir / WEIGHTS))
     for name, spec in wanted.items():
         if name not in source:

@@ -1,0 +1,1 @@
+"""aegis-lab: training, evaluation, data sets, benchmarks and the fault suite of aegis-serve."""

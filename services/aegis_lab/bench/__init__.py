@@ -1,0 +1,1 @@
+"""`aegis-lab bench …`: side-by-side measurements written to docs/benchmarks.md."""

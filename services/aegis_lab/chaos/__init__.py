@@ -1,0 +1,1 @@
+"""Fault suite (`aegis-lab chaos`): real processes, real faults, every reply checked."""

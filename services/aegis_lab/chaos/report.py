@@ -1,0 +1,65 @@
+"""docs/reliability.md and docs/results/reliability.json from the scenarios' outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aegis_lab.bench.report import machine_description, markdown_table, today, write_json
+from aegis_lab.chaos.oracle import MIN_COSINE
+
+COLUMNS = [
+    ("test", "scenario"),
+    ("requests", "requests"),
+    ("succeeded", "succeeded"),
+    ("rejected", "rejected (defined status)"),
+    ("failed", "failed"),
+    ("wrong_or_lost", "wrong_or_lost"),
+    ("max_rss_mb", "max RSS MB"),
+    ("verdict", "checks"),
+]
+
+
+def payload(rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
+    return {"machine": machine_description(), "date": today(), "command": command, "rows": rows}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The Markdown page: one table, then each scenario's checks and details."""
+    table_rows = [{**r, "verdict": "pass" if r["passed"] else "**FAIL**"} for r in data["rows"]]
+    lines = [
+        "# Reliability",
+        "",
+        "Written by `aegis-lab chaos --long --report`: real processes on 127.0.0.1 (one query",
+        "encoder, two document encoders, one gateway; both pools serve `builtin:query`, the",
+        "document pool with `--role document`), real gRPC, the real Python client. Every",
+        "request carries texts no other request carries, and every returned vector is compared",
+        "with a reference computed in-process from the same model directory: a row is right",
+        f"when its cosine with its own text's reference is >= {MIN_COSINE} (not bit-exact:",
+        "batching changes float rounding). `wrong_or_lost` counts rows that are not right or",
+        "missing; it must be 0. `rejected` counts answers with a defined status",
+        "(RESOURCE_EXHAUSTED under overload; INVALID_ARGUMENT etc. in the fuzz campaign);",
+        "`failed` counts anything else (UNAVAILABLE, UNKNOWN, INTERNAL, deadline). Max RSS is",
+        "the largest resident set of any fleet process sampled from /proc during the scenario",
+        "(VmHWM included for overload).",
+        "",
+        f"- command: `{data['command']}`",
+        f"- machine: {data['machine']}",
+        f"- date: {data['date']}",
+        "",
+        markdown_table(table_rows, COLUMNS),
+        "",
+    ]
+    for r in data["rows"]:
+        lines += [f"## {r['test']}", "", f"- command: `{r['command']}`"]
+        lines += [f"- {'ok' if ok else 'FAILED'}: {name}" for name, ok in r["checks"].items()]
+        lines += ["", "```json", json.dumps(r["details"], indent=1, ensure_ascii=True), "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict[str, Any]], command: str, md: Path, js: Path) -> None:
+    data = payload(rows, command)
+    write_json(js, data)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(render(data))

@@ -1,0 +1,324 @@
+"""The process-level fault scenarios: each injects one fault into a whole fleet under load.
+
+A scenario starts from a complete, healthy fleet (the runner restores it), runs bounded
+load, injects its fault part-way, and returns an Outcome with counts and the checks the
+fault must pass. The same functions serve the CLI (`aegis-lab chaos`, long sizes) and
+the CI tests (short sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aegis_lab.chaos.fleet import Fleet, MemorySampler, rss_mb
+from aegis_lab.chaos.load import Tally, closed_loop, offer
+from aegis_lab.chaos.oracle import Oracle, ReferenceModel
+
+# Growth of a process's resident memory under 10x overload that we still call bounded.
+RSS_GROWTH_LIMIT_MB = 300.0
+DEFINED_OVERLOAD = "RESOURCE_EXHAUSTED"
+OVERLOAD_TEXTS_PER_REQUEST = 2
+OVERLOAD_TOKENS = (16, 128)  # longer than the other scenarios' texts: the model is the bottleneck
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much load: `short` fits CI on two cores, `long` produces the report."""
+
+    requests: int  # per fault scenario
+    concurrency: int
+    texts_per_request: int
+    capacity_requests: int  # closed-loop run that measures capacity before overload
+    overload_seconds: float  # offered at 10x capacity for about this long
+    overload_max: int  # ... but never more requests than this
+    overload_in_flight: int
+    recovery_requests: int
+    fuzz_examples: int  # per fuzzed RPC (Embed, Tokenize, EmbedStream, raw bytes)
+
+
+SHORT = Size(
+    requests=48, concurrency=6, texts_per_request=2, capacity_requests=24,
+    overload_seconds=2.0, overload_max=160, overload_in_flight=96, recovery_requests=12,
+    fuzz_examples=40,
+)  # fmt: skip
+LONG = Size(
+    requests=2000, concurrency=8, texts_per_request=2, capacity_requests=120,
+    overload_seconds=10.0, overload_max=2000, overload_in_flight=256, recovery_requests=100,
+    fuzz_examples=500,
+)  # fmt: skip
+
+
+@dataclass
+class Context:
+    """What every scenario gets."""
+
+    fleet: Fleet
+    reference: ReferenceModel
+    size: Size
+    progress: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Outcome:
+    """A scenario's figures and the checks that decide whether it passed."""
+
+    test: str
+    tally: Tally
+    max_rss_mb: float
+    rejected: int = 0  # answered with a defined status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT)
+    checks: dict[str, bool] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """Requests that got neither a correct result nor a defined rejection."""
+        return self.tally.failed - self.rejected
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks.values())
+
+    def row(self, command: str) -> dict[str, Any]:
+        return {
+            "test": self.test,
+            "requests": self.tally.sent,
+            "succeeded": self.tally.succeeded,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "wrong_or_lost": self.tally.wrong_or_lost,
+            "max_rss_mb": round(self.max_rss_mb, 1),
+            "passed": self.passed,
+            "command": command,
+            "checks": self.checks,
+            "details": self.details,
+        }
+
+
+async def _when_sent(tally: Tally, n: int, limit_s: float = 300.0) -> None:
+    """Wait until `n` requests were sent (the fault goes in mid-load)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while tally.sent < n and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def _oracle(ctx: Context, n: int, per: int, tokens: tuple[int, int], salt: int) -> Oracle:
+    return ctx.reference.oracle(n, per, seed=ctx.seed * 100 + salt, tokens=tokens)
+
+
+async def _fault_under_load(
+    ctx: Context,
+    oracle: Oracle,
+    input_type: str,
+    fault: Callable[[], None],
+    label: str,
+) -> tuple[Tally, float, int]:
+    """Closed-loop load; `fault()` after a third of it. Returns tally, peak RSS, sent at fault."""
+    n = len(oracle.requests)
+    at_fault = {"sent": 0}
+
+    async def inject(tally: Tally) -> None:
+        await _when_sent(tally, n // 3)
+        at_fault["sent"] = tally.sent
+        fault()
+
+    with MemorySampler(ctx.fleet) as mem:
+        tally = await closed_loop(ctx.fleet.address, oracle, input_type, n, ctx.size.concurrency,
+                                  during=inject, label=label, progress=ctx.progress)  # fmt: skip
+    return tally, mem.max_mb, at_fault["sent"]
+
+
+# ------------------------------------------------------------------ scenarios
+async def kill_document_replica(ctx: Context) -> Outcome:
+    """kill -9 one of two document replicas mid-load: nothing lost, nothing swapped."""
+    s = ctx.size
+    oracle = _oracle(ctx, s.requests, s.texts_per_request, (8, 96), salt=1)
+    victim = ctx.fleet.encoders["document1"]
+    tally, peak, at = await _fault_under_load(
+        ctx, oracle, "document", lambda: victim.signal(signal.SIGKILL), "kill -9 document1"
+    )
+    code = victim.wait(10)
+    return Outcome(
+        "kill -9 document replica",
+        tally,
+        peak,
+        checks={
+            "victim was killed": code == -signal.SIGKILL,
+            "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+        },
+        details={"fault_after_requests": at, "codes": dict(tally.codes), "victim_exit": code},
+    )
+
+
+async def sigterm_document_replica(ctx: Context) -> Outcome:
+    """SIGTERM one of two document replicas mid-load: it drains, no request fails."""
+    s = ctx.size
+    oracle = _oracle(ctx, s.requests, s.texts_per_request, (8, 96), salt=2)
+    victim = ctx.fleet.encoders["document1"]
+    tally, peak, at = await _fault_under_load(
+        ctx, oracle, "document", lambda: victim.signal(signal.SIGTERM), "SIGTERM document1"
+    )
+    code = victim.wait(ctx.fleet.cfg.shutdown_grace_s + 10)
+    return Outcome(
+        "SIGTERM document replica",
+        tally,
+        peak,
+        checks={
+            "victim exited 0": code == 0,
+            "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
+            "failed == 0": tally.failed == 0,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+        },
+        details={"fault_after_requests": at, "codes": dict(tally.codes), "victim_exit": code},
+    )
+
+
+async def query_pool_down(ctx: Context) -> Outcome:
+    """kill -9 the whole query pool mid-load: queries go on, served by the document pool."""
+    s = ctx.size
+    oracle = _oracle(ctx, s.requests, 1, (4, 16), salt=3)
+    victim = ctx.fleet.encoders["query"]
+    tally, peak, at = await _fault_under_load(
+        ctx, oracle, "query", lambda: victim.signal(signal.SIGKILL), "query pool down"
+    )
+    # Requests started after the kill (plus the ones already in flight) must all fall back.
+    late = set(range(at + s.concurrency, s.requests))
+    not_fallback_late = len(late - set(tally.fallback_indices))
+    return Outcome(
+        "query pool down (fallback)",
+        tally,
+        peak,
+        checks={
+            "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
+            "failed == 0": tally.failed == 0,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+            "requests after the kill served with fallback": not_fallback_late == 0,
+            "fallback answers come from the document pool": not tally.codes.get(
+                "FALLBACK_NOT_DOCUMENT"
+            ),
+        },
+        details={
+            "fault_after_requests": at,
+            "fallback": tally.fallback,
+            "late_not_fallback": not_fallback_late,
+            "codes": dict(tally.codes),
+        },
+    )
+
+
+async def fuzz(ctx: Context) -> Outcome:
+    """Hypothesis over every request field plus raw bytes: only defined answers, no crash."""
+    from aegis_lab.chaos.fuzz import run_fuzz
+
+    fleet = ctx.fleet
+    with MemorySampler(fleet) as mem:
+        per_rpc = await asyncio.to_thread(run_fuzz, fleet.address, ctx.size.fuzz_examples,
+                                          ctx.seed)  # fmt: skip
+    crashed = fleet.crashed()
+    after = await closed_loop(
+        fleet.address, _oracle(ctx, 4, 2, (4, 32), salt=5), "query", 4, 1, progress=ctx.progress
+    )
+    tally = Tally()
+    rejected = malformed = 0
+    for t in per_rpc.values():
+        tally.sent += t.sent
+        tally.succeeded += t.ok - t.malformed
+        tally.failed += t.failed - t.malformed + t.rejected
+        tally.wrong_or_lost += t.malformed
+        tally.codes.update(t.codes)
+        rejected += t.rejected
+        malformed += t.malformed
+    return Outcome(
+        "fuzz (hypothesis + raw bytes)",
+        tally,
+        mem.max_mb,
+        rejected=rejected,
+        checks={
+            "only successes or defined statuses": tally.failed == rejected,
+            "every success well-formed": malformed == 0,
+            "no process crashed": not crashed,
+            "answers normally afterwards": after.succeeded == 4,
+        },
+        details={
+            "per_rpc": {
+                k: {"sent": t.sent, "codes": dict(t.codes), "failures": t.examples}
+                for k, t in per_rpc.items()
+            },
+            "crashed": crashed,
+            "seed": ctx.seed,
+        },
+    )
+
+
+async def overload(ctx: Context) -> Outcome:
+    """Offer ~10x measured capacity: results or RESOURCE_EXHAUSTED only, memory bounded,
+    and the service answers normally afterwards."""
+    s = ctx.size
+    fleet = ctx.fleet
+    per = OVERLOAD_TEXTS_PER_REQUEST
+    cap_oracle = _oracle(ctx, s.capacity_requests, per, OVERLOAD_TOKENS, salt=4)
+    cap = await closed_loop(fleet.address, cap_oracle, "document", s.capacity_requests, 4,
+                            label="capacity", progress=ctx.progress)  # fmt: skip
+    capacity = cap.succeeded / cap.wall_s if cap.wall_s else 0.0
+    rate = max(1.0, 10 * capacity)
+    n_over = min(s.overload_max, max(1, round(rate * s.overload_seconds)))
+    over_oracle = _oracle(ctx, n_over, per, OVERLOAD_TOKENS, salt=6)
+    rec_oracle = _oracle(ctx, s.recovery_requests, per, OVERLOAD_TOKENS, salt=7)
+    before = {m.name: rss_mb(m.pid) for m in fleet.members if m.alive}
+    with MemorySampler(fleet) as mem:
+        tally, offered = await offer(fleet.address, over_oracle, "document", rate, n_over,
+                                     s.overload_in_flight, label="10x overload",
+                                     progress=ctx.progress)  # fmt: skip
+    hwm = {m.name: rss_mb(m.pid, "VmHWM") for m in fleet.members if m.alive}
+    growth = {name: mem.peak_mb.get(name, 0.0) - before.get(name, 0.0) for name in before}
+    recovery = await closed_loop(fleet.address, rec_oracle, "document", s.recovery_requests, 2,
+                                 label="recovery", progress=ctx.progress)  # fmt: skip
+    shed = tally.codes.get(DEFINED_OVERLOAD, 0)
+    return Outcome(
+        "overload 10x capacity",
+        tally,
+        max(mem.max_mb, *hwm.values()),
+        rejected=shed,
+        checks={
+            "only results or RESOURCE_EXHAUSTED": tally.failed == shed,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+            f"RSS growth <= {RSS_GROWTH_LIMIT_MB:.0f} MB per process": all(
+                g <= RSS_GROWTH_LIMIT_MB for g in growth.values()
+            ),
+            "no process died": not fleet.crashed(),
+            "recovered (follow-up all succeed)": recovery.succeeded == s.recovery_requests
+            and recovery.wrong_or_lost == 0,
+        },
+        details={
+            "capacity_req_per_s": round(capacity, 1),
+            "target_req_per_s": round(rate, 1),
+            "offered_req_per_s": round(offered, 1),
+            "texts_per_request": per,
+            "max_in_flight": s.overload_in_flight,
+            "codes": dict(tally.codes),
+            "rss_before_mb": {k: round(v, 1) for k, v in before.items()},
+            "rss_growth_mb": {k: round(v, 1) for k, v in growth.items()},
+            "vm_hwm_mb": {k: round(v, 1) for k, v in hwm.items()},
+            "recovery": {
+                "sent": recovery.sent,
+                "succeeded": recovery.succeeded,
+                "codes": dict(recovery.codes),
+            },
+        },
+    )
+
+
+Scenario = Callable[[Context], Awaitable[Outcome]]
+SCENARIOS: dict[str, Scenario] = {
+    "kill9": kill_document_replica,
+    "sigterm": sigterm_document_replica,
+    "overload": overload,
+    "query-down": query_pool_down,
+    "fuzz": fuzz,
+}

@@ -1,0 +1,269 @@
+"""WordNet 3.0 from Debian's ``wordnet-base``: a permissive offline corpus for distillation + eval.
+
+No dataset hub is reachable here, but the distribution's package archive is, so the data files
+(``usr/share/wordnet/data.{noun,verb,adj,adv}``) come from ``apt-get download wordnet-base`` and
+``dpkg -x`` into the cache, once, under the same lock + atomic-rename scheme as the teacher
+weights. Each synset gives a definition, its lemmas and quoted usage examples, which yield both
+short distillation sentences and a labelled usage→definition retrieval task.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aegis_serve.cache import cache_dir, cached_build
+
+__all__ = [
+    "DATA_FILES",
+    "SYSTEM_WORDNET_DIR",
+    "Synset",
+    "distillation_sentences",
+    "document_text",
+    "load_synsets",
+    "parse_data_file",
+    "parse_data_line",
+    "parse_gloss",
+    "retrieval_set",
+    "retrieval_synset_ids",
+    "wordnet_dir",
+]
+
+SYSTEM_WORDNET_DIR = Path("/usr/share/wordnet")
+DATA_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+_PACKAGE = "wordnet-base"
+_FINGERPRINT = f"{_PACKAGE}: usr/share/wordnet/{{{','.join(DATA_FILES)}}}\n"
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+# Usage examples start at the first `; "` (sometimes `: "` or `:"`) after the definition.
+_EXAMPLES_START = re.compile(r'[;:]\s*"')
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+@dataclass
+class Synset:
+    """One WordNet synset; ``lemmas`` keep WordNet's underscores (``take_a_breath``)."""
+
+    offset: str
+    pos: str
+    lemmas: list[str]
+    definition: str
+    examples: list[str]
+
+    @property
+    def id(self) -> str:
+        """``offset-pos``: offsets are byte positions per file, so they repeat across POS."""
+        return f"{self.offset}-{self.pos}"
+
+
+def _has_data(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in DATA_FILES)
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _apt_fail(detail: str) -> RuntimeError:
+    return RuntimeError(
+        f"could not obtain Debian {_PACKAGE} ({detail}). Install it system-wide with "
+        f"`apt-get update && apt-get install -y {_PACKAGE}` (gives {SYSTEM_WORDNET_DIR}), or "
+        f"run `apt-get update` as root and retry, or point AEGIS_CACHE_DIR at a cache that "
+        f"already holds data/{_PACKAGE}"
+    )
+
+
+def _download_and_unpack(tmp: Path) -> Path:
+    """``apt-get download`` the .deb (refreshing empty apt lists once) and ``dpkg -x`` it."""
+    apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
+    if apt is None or dpkg is None:
+        raise _apt_fail("apt-get/dpkg not found; this needs a Debian-based system")
+    debs = tmp / "deb"
+    debs.mkdir()
+    result = _run([apt, "download", _PACKAGE], debs)
+    if result.returncode != 0:
+        update = _run([apt, "update"], debs)
+        if update.returncode != 0:
+            raise _apt_fail(f"`apt-get update` failed: {update.stderr.strip()[-500:]}")
+        result = _run([apt, "download", _PACKAGE], debs)
+        if result.returncode != 0:
+            raise _apt_fail(f"`apt-get download` failed: {result.stderr.strip()[-500:]}")
+    found = sorted(debs.glob(f"{_PACKAGE}_*.deb"))
+    if not found:
+        raise _apt_fail(f"`apt-get download` left no {_PACKAGE}_*.deb")
+    root = tmp / "root"
+    unpack = _run([dpkg, "-x", str(found[0]), str(root)], tmp)
+    if unpack.returncode != 0:
+        raise _apt_fail(f"`dpkg -x` failed: {unpack.stderr.strip()[-500:]}")
+    if not _has_data(root / "usr/share/wordnet"):
+        raise _apt_fail(f"{found[0].name} has no usr/share/wordnet/data.* files")
+    (root / "SOURCE").write_text(found[0].name + "\n", encoding="utf-8")
+    return root
+
+
+def wordnet_dir() -> Path:
+    """Directory with WordNet's ``data.*`` files: the system copy, else a cached .deb unpack."""
+    if _has_data(SYSTEM_WORDNET_DIR):
+        return SYSTEM_WORDNET_DIR
+    target = cache_dir() / "data" / _PACKAGE
+    root = cached_build(target, _FINGERPRINT, _download_and_unpack, _PACKAGE)
+    return root / "usr/share/wordnet"
+
+
+def parse_gloss(gloss: str) -> tuple[str, list[str]]:
+    """Split ``definition; "example"; "example"`` into the definition and the quoted examples.
+
+    Quotes inside the definition (``as in "carrot and stick"``) stay in it; attributions after
+    an example (``"..." - Shakespeare``) are dropped.
+    """
+    gloss = gloss.strip()
+    match = _EXAMPLES_START.search(gloss)
+    if match is None:
+        return gloss.rstrip("; ").strip(), []
+    definition = gloss[: match.start()].rstrip("; ").strip()
+    examples = [e.strip() for e in _QUOTED.findall(gloss[match.start() + 1 :])]
+    return definition, [e for e in examples if e]
+
+
+def parse_data_line(line: str) -> Synset | None:
+    """Parse one ``data.*`` line; ``None`` for the licence header (lines starting with 2 spaces)."""
+    if line.startswith("  ") or not line.strip():
+        return None
+    head, sep, gloss = line.partition(" | ")
+    if not sep:
+        head, gloss = line.rstrip("\n").removesuffix(" |"), ""
+    fields = head.split()
+    offset, pos, w_cnt = fields[0], fields[2], int(fields[3], 16)
+    lemmas = [_ADJ_MARKER.sub("", fields[4 + 2 * i]) for i in range(w_cnt)]
+    definition, examples = parse_gloss(gloss)
+    return Synset(offset=offset, pos=pos, lemmas=lemmas, definition=definition, examples=examples)
+
+
+def parse_data_file(lines: Iterable[str]) -> Iterator[Synset]:
+    """Synsets from the lines of one ``data.*`` file, header skipped."""
+    for line in lines:
+        synset = parse_data_line(line)
+        if synset is not None:
+            yield synset
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: Path) -> tuple[Synset, ...]:
+    synsets: list[Synset] = []
+    for name in DATA_FILES:
+        with open(directory / name, encoding="utf-8") as fh:
+            synsets.extend(parse_data_file(fh))
+    return tuple(synsets)
+
+
+def load_synsets(directory: Path | None = None) -> list[Synset]:
+    """All synsets of the four POS files (noun, verb, adj, adv order); parsed once per process."""
+    return list(_load(Path(directory) if directory is not None else wordnet_dir()))
+
+
+def document_text(synset: Synset) -> str:
+    """The retrieval document for a synset: ``"first lemma: definition"``, spaces for ``_``."""
+    return f"{synset.lemmas[0].replace('_', ' ')}: {synset.definition}"
+
+
+def _select(
+    synsets: list[Synset], n_docs: int, n_queries: int, seed: int
+) -> tuple[list[tuple[Synset, str]], list[Synset]]:
+    """Pick (query synset, example) pairs and the shuffled corpus; labels must be unambiguous.
+
+    Only synsets whose document text is unique in WordNet enter the corpus, and a query is an
+    example that occurs in no other synset, so each query has exactly one relevant document.
+    """
+    if not 0 < n_queries <= n_docs:
+        raise ValueError(f"need 0 < n_queries <= n_docs, got {n_queries=} {n_docs=}")
+    doc_counts = Counter(document_text(s) for s in synsets if s.definition)
+    example_counts = Counter(e for s in synsets for e in set(s.examples))
+    usable = [s for s in synsets if s.definition and doc_counts[document_text(s)] == 1]
+    query_pool = [s for s in usable if any(example_counts[e] == 1 for e in s.examples)]
+    if n_queries > len(query_pool) or n_docs > len(usable):
+        raise ValueError(
+            f"WordNet has only {len(query_pool)} usable queries and {len(usable)} documents"
+        )
+    rng = random.Random(seed)
+    chosen = rng.sample(query_pool, n_queries)
+    queries = [(s, rng.choice([e for e in s.examples if example_counts[e] == 1])) for s in chosen]
+    chosen_ids = {s.id for s in chosen}
+    distractor_pool = [s for s in usable if s.id not in chosen_ids]
+    corpus = chosen + rng.sample(distractor_pool, n_docs - n_queries)
+    rng.shuffle(corpus)
+    return queries, corpus
+
+
+def retrieval_set(
+    n_docs: int = 10000, n_queries: int = 2000, seed: int = 0
+) -> tuple[list[str], list[str], list[int]]:
+    """Usage example → "lemma: definition" retrieval: (queries, docs, relevant doc per query).
+
+    Deterministic for a seed; every query's synset is in the corpus, the rest are distractors.
+    """
+    queries, corpus = _select(load_synsets(), n_docs, n_queries, seed)
+    index = {s.id: i for i, s in enumerate(corpus)}
+    return (
+        [example for _, example in queries],
+        [document_text(s) for s in corpus],
+        [index[s.id] for s, _ in queries],
+    )
+
+
+def retrieval_synset_ids(n_docs: int = 10000, n_queries: int = 2000, seed: int = 0) -> set[str]:
+    """``Synset.id`` of every synset in that retrieval set, to hold it out of training."""
+    _, corpus = _select(load_synsets(), n_docs, n_queries, seed)
+    return {s.id for s in corpus}
+
+
+def dev_retrieval_set(
+    exclude_ids: set[str], n_docs: int = 2000, n_queries: int = 500, seed: int = 1
+) -> tuple[list[str], list[str], list[int], set[str]]:
+    """A development retrieval set for choosing training steps, disjoint from ``exclude_ids``.
+
+    Built like ``retrieval_set`` from the synsets outside ``exclude_ids`` (the report's
+    sets), so picking a checkpoint on it never looks at the report's data. Also returns every
+    text of its synsets, which the caller must keep out of training.
+    """
+    synsets = [s for s in load_synsets() if s.id not in exclude_ids]
+    queries, corpus = _select(synsets, n_docs, n_queries, seed)
+    index = {s.id: i for i, s in enumerate(corpus)}
+    texts: set[str] = set()
+    for s in corpus:
+        texts.update([s.definition, document_text(s), *s.examples])
+    return (
+        [example for _, example in queries],
+        [document_text(s) for s in corpus],
+        [index[s.id] for s, _ in queries],
+        texts,
+    )
+
+
+def distillation_sentences(
+    limit: int | None = None, seed: int = 0, exclude_offsets: set[str] | None = None
+) -> list[str]:
+    """Shuffled, de-duplicated short texts: definitions, "lemma: definition" and examples.
+
+    ``exclude_offsets`` takes ``Synset.id`` values (``retrieval_synset_ids()``) so an eval set
+    stays held out; a bare 8-digit offset excludes that offset in every POS file (safe side).
+    """
+    exclude = exclude_offsets or set()
+    texts: dict[str, None] = {}
+    held_out: set[str] = set()
+    for s in load_synsets():
+        own = [s.definition, document_text(s)] if s.definition else []
+        own += s.examples
+        if s.id in exclude or s.offset in exclude:
+            held_out.update(own)
+        else:
+            texts.update(dict.fromkeys(own))
+    # The same string can belong to a kept synset too (an example reused as a definition).
+    out = [t for t in texts if t not in held_out]
+    random.Random(seed).shuffle(out)
+    return out if limit is None else out[:limit]

@@ -1,1 +1,0 @@
-"""`aegis-serve bench …`: side-by-side measurements written to docs/benchmarks.md."""

@@ -1,1 +1,0 @@
-"""Fault suite (`aegis-serve chaos`): real processes, real faults, every reply checked."""
