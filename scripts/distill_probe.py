@@ -16,23 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aegis_serve.data.wordnet import dev_retrieval_set
-from aegis_serve.evaluation.retrieval import evaluate_pair
+from aegis_lab.data.wordnet import dev_retrieval_set
+from aegis_lab.embedding_cache import cache_teacher_embeddings, embed_cached, embedding_cache_path
+from aegis_lab.evaluation.retrieval import evaluate_pair
+from aegis_lab.training import LS_DENSE
+from aegis_lab.training.corpus import load_corpus, report_synset_ids
+from aegis_lab.training.loop import _lr_lambda, teacher_neighbours
+from aegis_lab.training.losses import matryoshka_loss
+from aegis_lab.training.student_model import StudentModel, _batch
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.models.resolve import resolve_model
-from aegis_serve.training import LS_DENSE
-from aegis_serve.training.distill import (
-    StudentModel,
-    _batch,
-    _lr_lambda,
-    cache_teacher_embeddings,
-    embed_cached,
-    embedding_cache_path,
-    load_corpus,
-    matryoshka_loss,
-    report_synset_ids,
-    teacher_neighbours,
-)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=200)

@@ -12,14 +12,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from aegis_lab.embedding_cache import cache_teacher_embeddings
+from aegis_lab.training.distill import DistillConfig, distill
+from aegis_lab.training.loop import teacher_neighbours
+from aegis_lab.training.losses import _score_kl
 from aegis_serve.models.embedder import Embedder
-from aegis_serve.training.distill import (
-    DistillConfig,
-    _score_kl,
-    cache_teacher_embeddings,
-    distill,
-    teacher_neighbours,
-)
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -240,7 +237,7 @@ def test_dev_set_keeps_the_best_step_and_holds_its_texts_out(tmp_path, tiny_pair
     # Dev texts were not trained on: 18 of the 96 texts are the dev set's.
     assert summary["train_texts"] + summary["val_texts"] == 96 - 18
     # What was written is the kept step: re-scoring the served student gives its number.
-    from aegis_serve.evaluation.retrieval import evaluate_pair
+    from aegis_lab.evaluation.retrieval import evaluate_pair
 
     served, t_model = Embedder(out), Embedder(teacher)
     score = evaluate_pair(
@@ -264,11 +261,11 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     mean over dims; pack-student then drops the embedding table and restore puts it back."""
     from safetensors.torch import load_file, save_file
 
+    from aegis_lab.training.pack import strip_shared
     from aegis_serve.models.shared_weights import (
         SHARED_FILE,
         SharedWeightsError,
         restore_shared,
-        strip_shared,
     )
 
     teacher, _, corpus = tiny_pair

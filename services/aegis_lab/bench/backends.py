@@ -1,4 +1,4 @@
-"""`aegis-serve bench backends`: each CPU backend of the query model, speed and quality.
+"""`aegis-lab bench backends`: each CPU backend of the query model, speed and quality.
 
 For every backend (torch, torch-int8, onnx, onnx-int8) on the same student model and
 threads, in one run (and, with ``--baseline NAME=MODEL``, for other query models in the same
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from aegis_serve.bench.query import query_texts
-from aegis_serve.bench.report import (
+from aegis_lab.bench.query import query_texts
+from aegis_lab.bench.report import (
     machine_description,
     markdown_table,
     today,
@@ -65,7 +65,7 @@ def measure_backend(
     cfg: BackendsBenchConfig, backend: str, model_dir: Path, queries: list[str], docs: np.ndarray,
     relevant: list[int], latency_texts: list[str],
 ) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
-    from aegis_serve.evaluation.retrieval import evaluate_pair
+    from aegis_lab.evaluation.retrieval import evaluate_pair
     from aegis_serve.models.embedder import Embedder
 
     t0 = time.perf_counter()
@@ -109,10 +109,10 @@ def _model_rows(
 
 
 def run_backends_bench(cfg: BackendsBenchConfig) -> dict[str, Any]:
-    from aegis_serve.evaluation.retrieval import load_dataset
+    from aegis_lab.embedding_cache import embed_cached
+    from aegis_lab.evaluation.retrieval import load_dataset
     from aegis_serve.models.embedder import Embedder
     from aegis_serve.models.resolve import resolve_model
-    from aegis_serve.training.distill import embed_cached
 
     unknown = set(cfg.backends) - set(BACKENDS)
     if unknown:
@@ -214,7 +214,7 @@ def main_args(ns: Any) -> int:
         backends=[b for b in ns.backends.split(",") if b], threads=ns.threads,
         requests=ns.requests, batch_texts=ns.batch_texts, out_dir=Path(ns.out_dir),
         baselines=dict(b.split("=", 1) for b in ns.baseline),
-        command="aegis-serve " + " ".join(sys.argv[1:]),
+        command="aegis-lab " + " ".join(sys.argv[1:]),
     )  # fmt: skip
     payload = run_backends_bench(cfg)
     for row in payload["rows"]:

@@ -1,11 +1,10 @@
-"""Retrieval metrics, the asymmetric-space evaluation and int8 calibration.
+"""The asymmetric-space evaluation and int8 calibration (metrics: ``evaluation.metrics``).
 
 The question the evaluation answers is whether the small query student can stand in for the
 teacher on the query side: the same queries and documents are scored teacher→teacher,
 student→teacher (what the service does) and student→student, at every Matryoshka dim and for
 float32, int8 (calibrated) and binary vectors, as the gateway would serve them.
 
-Metrics are plain numpy on top-k index lists, so a hand-computed example can check them.
 Embeddings are cached on disk (``training.distill.cache_teacher_embeddings``) keyed by the
 model weights and the texts, so a rerun of the report costs seconds.
 """
@@ -20,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from aegis_serve.common.quantize import default_ranges, quantize, truncate_and_renormalize
+from aegis_lab.evaluation.metrics import (
+    agreement_at_k,
+    evaluate_pair,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    top_k,
+)
+from aegis_serve.gateway.quantize import default_ranges, quantize, truncate_and_renormalize
 
 __all__ = [
     "ENCODINGS",
@@ -37,70 +44,8 @@ __all__ = [
 ]
 
 ENCODINGS = ("float32", "int8", "binary")
-K = 10
 # Default WordNet eval size: what 2 shared CPU cores can embed with the teacher in minutes.
 WORDNET_SIZES = {"wordnet": (4000, 1000), "wordnet-10k": (10000, 2000)}
-
-
-# ------------------------------------------------------------------------------ metrics
-def top_k(queries: np.ndarray, docs: np.ndarray, k: int = K) -> np.ndarray:
-    """Indices of the k highest dot-product scores per query, best first (ties: lower index)."""
-    scores = queries @ docs.T
-    k = min(k, docs.shape[0])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part.sort(axis=1)  # lower index first, so the stable sort below breaks ties by index
-    ranked = np.take_along_axis(scores, part, axis=1)
-    return np.take_along_axis(part, np.argsort(-ranked, axis=1, kind="stable"), axis=1)
-
-
-def _relevant_sets(relevant: Sequence[int | Sequence[int]]) -> list[set[int]]:
-    return [{int(r)} if np.isscalar(r) else {int(x) for x in r} for r in relevant]
-
-
-def ndcg_at_k(ranked: np.ndarray, relevant: Sequence[int | Sequence[int]], k: int = K) -> float:
-    """Mean nDCG@k with binary relevance: Σ rel_i / log2(i + 2) over the ideal ordering's."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    out = []
-    for row, rel in zip(ranked, _relevant_sets(relevant), strict=True):
-        gains = np.array([1.0 if int(d) in rel else 0.0 for d in row[:k]])
-        dcg = float(np.sum(gains * discounts[: len(gains)]))
-        idcg = float(np.sum(discounts[: min(len(rel), k)]))
-        out.append(dcg / idcg if idcg else 0.0)
-    return float(np.mean(out))
-
-
-def recall_at_k(ranked: np.ndarray, relevant: Sequence[int | Sequence[int]], k: int = K) -> float:
-    """Mean share of each query's relevant documents found in its top k."""
-    out = [
-        len(rel & {int(d) for d in row[:k]}) / len(rel)
-        for row, rel in zip(ranked, _relevant_sets(relevant), strict=True)
-    ]
-    return float(np.mean(out))
-
-
-def mrr_at_k(ranked: np.ndarray, relevant: Sequence[int | Sequence[int]], k: int = K) -> float:
-    """Mean reciprocal rank of the first relevant document within the top k (0 if none)."""
-    out = []
-    for row, rel in zip(ranked, _relevant_sets(relevant), strict=True):
-        rr = 0.0
-        for i, d in enumerate(row[:k]):
-            if int(d) in rel:
-                rr = 1.0 / (i + 1)
-                break
-        out.append(rr)
-    return float(np.mean(out))
-
-
-def agreement_at_k(ranked: np.ndarray, reference: np.ndarray, k: int = K) -> float:
-    """Share of the reference (teacher) top-k that the candidate also puts in its top-k.
-
-    Needs no labels and measures alignment with the teacher directly.
-    """
-    shares = [
-        len(set(a[:k].tolist()) & set(b[:k].tolist())) / len(b[:k])
-        for a, b in zip(ranked, reference, strict=True)
-    ]
-    return float(np.mean(shares))
 
 
 # ------------------------------------------------------------------------------ calibration
@@ -153,24 +98,6 @@ def _fidelity(vectors: np.ndarray, dequantized: np.ndarray, dims: int) -> float:
     return float(np.mean(np.sum(v * q, axis=1)))
 
 
-def evaluate_pair(
-    queries: np.ndarray,
-    docs: np.ndarray,
-    relevant: Sequence[int],
-    reference_top: np.ndarray | None = None,
-) -> tuple[dict[str, float], np.ndarray]:
-    """nDCG/Recall/MRR@10 (and teacher agreement@10 with a reference) plus the top-10 lists."""
-    ranked = top_k(queries, docs, K)
-    out = {
-        "ndcg_at_10": ndcg_at_k(ranked, relevant),
-        "recall_at_10": recall_at_k(ranked, relevant),
-        "mrr_at_10": mrr_at_k(ranked, relevant),
-    }
-    if reference_top is not None:
-        out["teacher_agreement_at_10"] = agreement_at_k(ranked, reference_top)
-    return out, ranked
-
-
 # ------------------------------------------------------------------------------ dataset
 def load_dataset(name: str) -> tuple[list[str], list[str], list[int], dict[str, Any]]:
     """(queries, documents, relevant doc index per query, description).
@@ -180,7 +107,7 @@ def load_dataset(name: str) -> tuple[list[str], list[str], list[int], dict[str, 
     file ``{"queries": [...], "documents": [...], "relevant": [...]}``.
     """
     if name in WORDNET_SIZES:
-        from aegis_serve.data.wordnet import retrieval_set
+        from aegis_lab.data.wordnet import retrieval_set
 
         n_docs, n_queries = WORDNET_SIZES[name]
         q, d, rel = retrieval_set(n_docs=n_docs, n_queries=n_queries)
@@ -223,9 +150,9 @@ def run_eval(
     progress: bool = True,
 ) -> dict[str, Any]:
     """All rows of the alignment report (see ``report.write_report`` for the files)."""
+    from aegis_lab.embedding_cache import embed_cached
     from aegis_serve.models.embedder import Embedder
     from aegis_serve.models.resolve import resolve_model
-    from aegis_serve.training.distill import embed_cached
 
     started = time.perf_counter()
     q_texts, d_texts, relevant, desc = load_dataset(dataset)
