@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from aegis_serve.cli_flags import run_command
 from aegis_serve.settings import BACKENDS
 
 
@@ -232,11 +233,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[ns.command](ns)
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

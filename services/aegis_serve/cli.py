@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from aegis_serve.cli_flags import add_settings_flags
+from aegis_serve.cli_flags import add_settings_flags, run_command
 from aegis_serve.common.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -169,11 +169,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[ns.command](ns)
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -73,3 +74,17 @@ def add_settings_flags(
             help=_help(name, field, env_prefix),
             **flag_spec(field),
         )
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def run_command(
+    parser: argparse.ArgumentParser, commands: Mapping[str, Command], argv: Sequence[str] | None
+) -> int:
+    """Parse `argv` and run the chosen sub-command (`dest="command"`); Ctrl-C exits 130."""
+    ns = parser.parse_args(argv)
+    try:
+        return commands[ns.command](ns)
+    except KeyboardInterrupt:
+        return 130

@@ -5,7 +5,7 @@ teacher on the query side: the same queries and documents are scored teacher→t
 student→teacher (what the service does) and student→student, at every Matryoshka dim and for
 float32, int8 (calibrated) and binary vectors, as the gateway would serve them.
 
-Embeddings are cached on disk (``training.distill.cache_teacher_embeddings``) keyed by the
+Embeddings are cached on disk (``aegis_lab.embedding_cache``) keyed by the
 model weights and the texts, so a rerun of the report costs seconds.
 """
 
@@ -103,7 +103,7 @@ def load_dataset(name: str) -> tuple[list[str], list[str], list[int], dict[str, 
     """(queries, documents, relevant doc index per query, description).
 
     ``wordnet`` / ``wordnet-10k``: usage example → "lemma: definition" (Debian wordnet-base),
-    whose synsets ``training.distill.load_corpus('wordnet')`` holds out. A PATH is a JSON
+    whose synsets ``training.corpus.load_corpus("wordnet")`` holds out. A PATH is a JSON
     file ``{"queries": [...], "documents": [...], "relevant": [...]}``.
     """
     if name in WORDNET_SIZES:

@@ -12,12 +12,13 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from aegis_serve.common.errors import ServiceError, abort, invalid
 from aegis_serve.protocol import RETRY_AFTER_KEY
+from aegis_serve.telemetry.instruments import RpcInstruments
 from aegis_serve.telemetry.rpc import RpcScope
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,19 @@ def status_of(exc: BaseException) -> ServiceError:
     return ServiceError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
-def aborted_with(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
-    """The status a call was already aborted with (for the metrics and the span)."""
-    return context.code() or grpc.StatusCode.UNKNOWN, context.details() or ""
+async def end_with_status(
+    rpc: RpcScope, context: grpc.aio.ServicerContext, exc: Exception
+) -> NoReturn:
+    """Record the status `exc` means for the caller on the span and metrics, and end the call
+    with it. A call already aborted below the servicer (an undecodable request: see
+    gateway/safe_decoding.py) keeps its status."""
+    if isinstance(exc, grpc.aio.AbortError):
+        rpc.fail(context.code() or grpc.StatusCode.UNKNOWN, context.details() or "")
+        raise exc
+    err = status_of(exc)
+    rpc.fail(err.code, err.message)
+    await abort(context, err)
+    raise AssertionError("unreachable")  # abort raises
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Boundary:
     (`requests` counter, `duration` histogram) and how a call is labelled by pool."""
 
     service: str
-    instruments: Any
+    instruments: RpcInstruments
     pool_of: Callable[[Any, Any], str] = lambda request, response: ""
 
     def scope(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> RpcScope:
@@ -78,14 +89,9 @@ def unary_rpc(
         with self.boundary.scope(name, context, request) as rpc:
             try:
                 response = await method(self, request, context)
-            except grpc.aio.AbortError:  # aborted below the servicer (undecodable request)
-                rpc.fail(*aborted_with(context))
-                raise
             except Exception as exc:
-                err = status_of(exc)
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
-                raise AssertionError("unreachable") from None  # abort raises
+                await end_with_status(rpc, context, exc)
+                raise AssertionError("unreachable") from None  # it raises
             rpc.pool = self.boundary.pool_of(request, response)
             return response
 
@@ -108,12 +114,7 @@ def stream_rpc(
             try:
                 async for response in method(self, requests, context):
                     yield response
-            except grpc.aio.AbortError:  # a message that did not decode (safe_decoding)
-                rpc.fail(*aborted_with(context))
-                raise
             except Exception as exc:
-                err = status_of(exc)
-                rpc.fail(err.code, err.message)
-                await abort(context, err)
+                await end_with_status(rpc, context, exc)
 
     return handler

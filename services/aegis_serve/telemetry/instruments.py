@@ -54,17 +54,25 @@ class _GaugeSources:
                 yield Observation(value, attributes)
 
 
-class GatewayInstruments:
+class RpcInstruments:
+    """What every RPC boundary records (common/boundary.py): `aegis.<side>.requests` by
+    method, pool and status, and `aegis.<side>.request.duration`."""
+
+    def __init__(self, meter: metrics.Meter, side: str, where: str) -> None:
+        self.requests = meter.create_counter(
+            f"aegis.{side}.requests", "{request}", "RPCs handled, by method, pool and status"
+        )
+        self.duration = meter.create_histogram(
+            f"aegis.{side}.request.duration", "s", f"RPC latency {where}",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )  # fmt: skip
+
+
+class GatewayInstruments(RpcInstruments):
     """The gateway's metrics (labels: method, pool, status)."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        self.requests = meter.create_counter(
-            "aegis.gateway.requests", "{request}", "RPCs handled, by method, pool and status"
-        )
-        self.duration = meter.create_histogram(
-            "aegis.gateway.request.duration", "s", "RPC latency at the gateway",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )  # fmt: skip
+        super().__init__(meter, "gateway", "at the gateway")
         self.inputs = meter.create_counter(
             "aegis.gateway.inputs", "{text}", "texts embedded, by pool"
         )
@@ -90,17 +98,11 @@ class GatewayInstruments:
         )  # fmt: skip
 
 
-class EncoderInstruments:
+class EncoderInstruments(RpcInstruments):
     """An encoder replica's metrics (label `pool` = its role)."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        self.requests = meter.create_counter(
-            "aegis.encoder.requests", "{request}", "RPCs handled, by method, pool and status"
-        )
-        self.duration = meter.create_histogram(
-            "aegis.encoder.request.duration", "s", "RPC latency in the encoder",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )  # fmt: skip
+        super().__init__(meter, "encoder", "in the encoder")
         self.input_tokens = meter.create_counter(
             "aegis.encoder.input_tokens", "{token}", "tokens of texts accepted for encoding"
         )
