@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis_lab.data import wordnet
+from aegis_lab.data import debian, wordnet
 from aegis_lab.data.wordnet import (
     DATA_FILES,
     Synset,
@@ -225,7 +225,7 @@ def test_wordnet_dir_without_apt_says_what_to_run(
 ) -> None:
     monkeypatch.setattr(wordnet, "SYSTEM_WORDNET_DIR", tmp_path / "absent")
     monkeypatch.setenv("AEGIS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(wordnet.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install -y wordnet-base"):
         wordnet.wordnet_dir()
-    assert not (tmp_path / "cache" / "data" / "wordnet-base").exists()
+    assert not (tmp_path / "cache" / "data" / "debian" / "wordnet-base").exists()

@@ -1,10 +1,10 @@
 """WordNet 3.0 from Debian's ``wordnet-base``: a permissive offline corpus for distillation + eval.
 
 No dataset hub is reachable here, but the distribution's package archive is, so the data files
-(``usr/share/wordnet/data.{noun,verb,adj,adv}``) come from ``apt-get download wordnet-base`` and
-``dpkg -x`` into the cache, once, under the same lock + atomic-rename scheme as the teacher
-weights. Each synset gives a definition, its lemmas and quoted usage examples, which yield both
-short distillation sentences and a labelled usage→definition retrieval task.
+(``usr/share/wordnet/data.{noun,verb,adj,adv}``) come from the system copy or from
+``aegis_lab.data.debian.debian_package_dir`` (``apt-get download wordnet-base`` and ``dpkg -x``
+into the cache, once). Each synset gives a definition, its lemmas and quoted usage examples,
+which yield both short distillation sentences and a labelled usage→definition retrieval task.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from __future__ import annotations
 import functools
 import random
 import re
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aegis_serve.cache import cache_dir, cached_build
+from aegis_lab.data.debian import DebianPackageError, debian_package_dir
 
 __all__ = [
     "DATA_FILES",
@@ -39,7 +37,6 @@ __all__ = [
 SYSTEM_WORDNET_DIR = Path("/usr/share/wordnet")
 DATA_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 _PACKAGE = "wordnet-base"
-_FINGERPRINT = f"{_PACKAGE}: usr/share/wordnet/{{{','.join(DATA_FILES)}}}\n"
 _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 # Usage examples start at the first `; "` (sometimes `: "` or `:"`) after the definition.
 _EXAMPLES_START = re.compile(r'[;:]\s*"')
@@ -66,54 +63,21 @@ def _has_data(directory: Path) -> bool:
     return all((directory / name).is_file() for name in DATA_FILES)
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
-
-
-def _apt_fail(detail: str) -> RuntimeError:
-    return RuntimeError(
-        f"could not obtain Debian {_PACKAGE} ({detail}). Install it system-wide with "
-        f"`apt-get update && apt-get install -y {_PACKAGE}` (gives {SYSTEM_WORDNET_DIR}), or "
-        f"run `apt-get update` as root and retry, or point AEGIS_CACHE_DIR at a cache that "
-        f"already holds data/{_PACKAGE}"
-    )
-
-
-def _download_and_unpack(tmp: Path) -> Path:
-    """``apt-get download`` the .deb (refreshing empty apt lists once) and ``dpkg -x`` it."""
-    apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
-    if apt is None or dpkg is None:
-        raise _apt_fail("apt-get/dpkg not found; this needs a Debian-based system")
-    debs = tmp / "deb"
-    debs.mkdir()
-    result = _run([apt, "download", _PACKAGE], debs)
-    if result.returncode != 0:
-        update = _run([apt, "update"], debs)
-        if update.returncode != 0:
-            raise _apt_fail(f"`apt-get update` failed: {update.stderr.strip()[-500:]}")
-        result = _run([apt, "download", _PACKAGE], debs)
-        if result.returncode != 0:
-            raise _apt_fail(f"`apt-get download` failed: {result.stderr.strip()[-500:]}")
-    found = sorted(debs.glob(f"{_PACKAGE}_*.deb"))
-    if not found:
-        raise _apt_fail(f"`apt-get download` left no {_PACKAGE}_*.deb")
-    root = tmp / "root"
-    unpack = _run([dpkg, "-x", str(found[0]), str(root)], tmp)
-    if unpack.returncode != 0:
-        raise _apt_fail(f"`dpkg -x` failed: {unpack.stderr.strip()[-500:]}")
-    if not _has_data(root / "usr/share/wordnet"):
-        raise _apt_fail(f"{found[0].name} has no usr/share/wordnet/data.* files")
-    (root / "SOURCE").write_text(found[0].name + "\n", encoding="utf-8")
-    return root
-
-
 def wordnet_dir() -> Path:
     """Directory with WordNet's ``data.*`` files: the system copy, else a cached .deb unpack."""
     if _has_data(SYSTEM_WORDNET_DIR):
         return SYSTEM_WORDNET_DIR
-    target = cache_dir() / "data" / _PACKAGE
-    root = cached_build(target, _FINGERPRINT, _download_and_unpack, _PACKAGE)
-    return root / "usr/share/wordnet"
+    try:
+        root = debian_package_dir(_PACKAGE)
+    except DebianPackageError as exc:
+        raise DebianPackageError(
+            f"{exc}; or install it system-wide with `apt-get update && apt-get install -y "
+            f"{_PACKAGE}` (gives {SYSTEM_WORDNET_DIR})"
+        ) from exc
+    directory = root / "usr/share/wordnet"
+    if not _has_data(directory):
+        raise DebianPackageError(f"{_PACKAGE} in {root} has no usr/share/wordnet/data.* files")
+    return directory
 
 
 def parse_gloss(gloss: str) -> tuple[str, list[str]]:
