@@ -361,3 +361,57 @@ def test_keep_first_layers_cuts_the_model_and_its_layer_options(tiny_pair) -> No
     np.testing.assert_allclose(cut.forward(batch), full.forward(batch, layers=1), atol=1e-6)
     with pytest.raises(ValueError, match="cannot keep 2 layers: the model has 1"):
         cut.keep_first_layers(2)
+
+
+def test_a_run_paused_every_step_and_resumed_equals_an_uninterrupted_one(
+    tmp_path, tiny_pair
+) -> None:
+    """segment_seconds ~0 pauses after each step with a checkpoint; --resume continues. The
+    pieced-together run takes the same steps, losses and final weights as one straight run."""
+    from safetensors.torch import load_file
+
+    straight = distill(tiny_config(tmp_path, tiny_pair, out=str(tmp_path / "straight"),
+                                   epochs=2, eval_every=4))  # fmt: skip
+    pieces = tiny_config(tmp_path, tiny_pair, out=str(tmp_path / "pieces"), epochs=2,
+                         eval_every=4, segment_seconds=1e-9)  # fmt: skip
+    first = distill(pieces)
+    assert first["paused"] and first["step"] == 1 and Path(first["checkpoint"]).is_file()
+    resumed = dataclasses.replace(pieces, resume=True)
+    for _ in range(40):
+        summary = distill(resumed)
+        if not summary.get("paused"):
+            break
+    assert summary["steps"] == straight["steps"] > 5
+    rows = [json.loads(x) for x in (tmp_path / "pieces" / "training_log.jsonl").open()]
+    ref = [json.loads(x) for x in (tmp_path / "straight" / "training_log.jsonl").open()]
+    key = [(r["kind"], r["step"]) for r in ref]
+    assert [(r["kind"], r["step"]) for r in rows] == key
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert losses == pytest.approx([r["loss"] for r in ref if r["kind"] == "train"], rel=1e-5)
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "pieces" / "model.safetensors"))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path, tiny_pair) -> None:
+    cfg = tiny_config(tmp_path, tiny_pair, segment_seconds=1e-9)
+    assert distill(cfg)["paused"]
+    other = dataclasses.replace(cfg, resume=True, lr=1e-4)
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
+        distill(other)
+
+
+def test_a_corrupt_teacher_shard_is_named_and_recomputed(tmp_path, tiny_pair, caplog) -> None:
+    teacher, _, corpus = tiny_pair
+    model = Embedder(teacher)
+    texts = corpus.read_text().splitlines()
+    cache = tmp_path / "cache"
+    full = cache_teacher_embeddings(model, texts, cache, shard_size=32, progress=False)
+    assert (
+        full.dtype == np.float16 and json.loads((cache / "stats.json").read_text())["texts_per_s"]
+    )
+    (cache / "shard_00002.npy").write_bytes(b"not a numpy file")
+    with caplog.at_level("WARNING"):
+        again = cache_teacher_embeddings(model, texts, cache, shard_size=32, progress=False)
+    assert "shard_00002.npy is corrupt" in caplog.text
+    np.testing.assert_array_equal(again, full)

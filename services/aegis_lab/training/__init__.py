@@ -81,5 +81,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="teacher embedding cache dir")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
-        "--max-train-seconds", type=float, default=None, help="stop training after this long"
+        "--max-train-seconds",
+        type=float,
+        default=None,
+        help="fit the schedule to this much training time (over every resumed segment)",
+    )
+    p.add_argument(
+        "--teacher-backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="the teacher's runtime for its cached vectors (auto: onnx on CPU when installed)",
+    )
+    p.add_argument(
+        "--teacher-max-tokens",
+        type=int,
+        default=0,
+        help="cut texts at this many tokens for the teacher (0 = --max-seq-len)",
+    )
+    p.add_argument(
+        "--no-bucket-batches",
+        action="store_true",
+        help="plain shuffled batches instead of length-bucketed ones",
+    )
+    p.add_argument(
+        "--checkpoint-every-s",
+        type=float,
+        default=600.0,
+        help="write out/checkpoint.pt this often (0 = never)",
+    )
+    p.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=None,
+        help="stop after this long with a checkpoint; continue later with --resume",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from out/checkpoint.pt (same flags) instead of starting over",
     )

@@ -158,6 +158,16 @@ class DevCheck:
             self.best_step, self.best_score = step, score[self.key]
         return row
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the check: its rows and the best weights so far."""
+        return {"rows": self.rows, "best_step": self.best_step, "best_score": self.best_score,
+                "best_state": self._best_state}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+        self.best_step, self.best_score = state["best_step"], state["best_score"]
+        self._best_state = state["best_state"]
+
     def keep_best(self, model: StudentModel, last_step: int) -> dict[str, Any]:
         """Load the best step's weights into ``model`` (unless it is the last step); returns the
         ``dev`` part of the training summary."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -31,11 +32,13 @@ from aegis_lab.embedding_cache import cache_teacher_embeddings, embedding_cache_
 from aegis_lab.training import LS_DENSE
 from aegis_lab.training.corpus import load_corpus
 from aegis_lab.training.dev import DevCheck, DevSet, DevTexts, embed_dev_set, read_dev_set
-from aegis_lab.training.loop import Trainer, split_corpus
+from aegis_lab.training.loop import Paused, Trainer, split_corpus
 from aegis_lab.training.losses import matryoshka_loss
 from aegis_lab.training.outputs import write_outputs
 from aegis_lab.training.student_model import load_student
 from aegis_serve.models.embedder import Embedder
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DistillConfig",
@@ -80,7 +83,12 @@ class DistillConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
-    teacher_batch_size: int = 128
+    teacher_backend: str = "auto"  # auto: onnx on CPU when installed (same vectors, faster)
+    teacher_max_tokens: int | None = None  # None: max_seq_len (what the student sees)
+    bucket_batches: bool = True  # batches of texts of about one length
+    checkpoint_every_s: float = 600.0  # 0 = no checkpoints
+    segment_seconds: float | None = None  # stop (checkpointed) after this long; resume later
+    resume: bool = False  # continue from out/checkpoint.pt when it exists
     dense_init: str | None = str(LS_DENSE)
     model_id: str | None = None
     calibration: bool = True
@@ -127,6 +135,15 @@ class TeacherTargets:
         return self.prompts.get("document", "")
 
 
+def teacher_backend(setting: str, device: str) -> str:
+    """``auto``: ONNX Runtime on CPU when installed (the same vectors as torch, faster)."""
+    if setting != "auto":
+        return setting
+    from aegis_serve.models.onnx_runtime import onnx_available
+
+    return "onnx" if device == "cpu" and onnx_available() else "torch"
+
+
 def teacher_targets(
     cfg: DistillConfig,
     teacher_dir: Path,
@@ -136,23 +153,26 @@ def teacher_targets(
     device: str,
 ) -> TeacherTargets:
     """Load the teacher, embed the corpus (cached) and the dev set, describe the space."""
-    teacher = Embedder(teacher_dir, device=device, dtype="float32")
+    backend = teacher_backend(cfg.teacher_backend, device)
+    teacher = Embedder(teacher_dir, device=device, dtype="float32", backend=backend,
+                       threads=cfg.threads)  # fmt: skip
     prompt_name = "query" if "query" in teacher.prompts else None
+    max_tokens = cfg.teacher_max_tokens or cfg.max_seq_len
     space = {
         "space_id": teacher.space.space_id,
         "model_id": cfg.model_id or f"{Path(student_dir).resolve().name}-distilled",
         "matryoshka_dims": list(teacher.space.matryoshka_dims),
     }
-    cache = Path(cfg.cache) if cfg.cache else embedding_cache_path(teacher, texts, prompt_name)
+    cache = (
+        Path(cfg.cache)
+        if cfg.cache
+        else embedding_cache_path(teacher, texts, prompt_name, max_tokens)
+    )
     t0 = time.perf_counter()
     vectors = cache_teacher_embeddings(
-        teacher,
-        texts,
-        cache,
-        prompt_name=prompt_name,
-        batch_size=cfg.teacher_batch_size,
+        teacher, texts, cache, prompt_name=prompt_name, max_tokens=max_tokens,
         progress=cfg.progress,
-    )
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     return TeacherTargets(
         vectors=vectors,
@@ -209,7 +229,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     trainer = Trainer(
         model, data, cfg, dims, query_prompt, device, out / "training_log.jsonl", dev_check
     )
-    steps = trainer.run()
+    try:
+        steps = trainer.run(resume=cfg.resume)
+    except Paused as paused:
+        log.warning("%s; continue with the same flags plus --resume", paused)
+        return {"paused": True, "step": paused.step, "total_steps": paused.total,
+                "reason": paused.reason, "checkpoint": str(trainer.checkpoint_path())}  # fmt: skip
     dev_info = dev_check.keep_best(model, steps) if dev_check is not None else {}
 
     run = {
@@ -274,6 +299,12 @@ def config_from_args(ns: argparse.Namespace) -> DistillConfig:
         dev_metric=ns.dev_metric,
         student_layers=ns.student_layers,
         freeze_word_embeddings=ns.freeze_word_embeddings,
+        teacher_backend=ns.teacher_backend,
+        teacher_max_tokens=ns.teacher_max_tokens or None,
+        bucket_batches=not ns.no_bucket_batches,
+        checkpoint_every_s=ns.checkpoint_every_s,
+        segment_seconds=ns.segment_seconds,
+        resume=ns.resume,
     )
 
 
