@@ -6,8 +6,9 @@ the parsing and validation, so a bad value fails at start with the field's name)
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +18,17 @@ MiB = 1024 * 1024
 # int8 weights; the `onnx` extra). See models/embedder.py and docs/benchmarks.md.
 Backend = Literal["torch", "torch-int8", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# The query pool "target" that runs the query model inside the gateway process (no network hop).
+EMBEDDED = "embedded"
+
+
+def resolve_backend(setting: str) -> str:
+    """`auto` = onnx when the `onnx` extra is installed (same vectors, faster), else torch."""
+    if setting != "auto":
+        return setting
+    from aegis_serve.models.onnx_runtime import onnx_available
+
+    return "onnx" if onnx_available() else "torch"
 
 
 class CommonSettings(BaseSettings):
@@ -71,6 +83,14 @@ class EncoderSettings(CommonSettings):
     )
 
 
+def _embedded(name: str) -> Any:
+    """An EncoderSettings field for the gateway's embedded query pool: same default, bounds
+    and help (declared once, in EncoderSettings)."""
+    field = copy.deepcopy(EncoderSettings.model_fields[name])
+    field.description = f"embedded query pool (--query {EMBEDDED}): {field.description}"
+    return field
+
+
 def _split_targets(value: object) -> object:
     if isinstance(value, str):
         return [t.strip() for t in value.split(",") if t.strip()]
@@ -81,7 +101,9 @@ class GatewaySettings(CommonSettings):
     """The public gateway in front of the two pools."""
 
     query: Annotated[list[str], NoDecode] = Field(
-        description="query pool targets, comma-separated (host:port, dns:///svc:port, xds:///...)"
+        description="query pool targets, comma-separated (host:port, dns:///svc:port, xds:///...); "
+        f"`{EMBEDDED}` runs the query model inside the gateway (same batching, no network hop; "
+        "--query-model, --query-backend, --query-threads ...)"
     )
     document: Annotated[list[str], NoDecode] = Field(
         description="document pool targets, comma-separated"
@@ -119,6 +141,24 @@ class GatewaySettings(CommonSettings):
     )
     pool_tls_key: Path | None = Field(None, description="the gateway's client key for pool mTLS")
     pool_tls_server_name: str = Field("", description="expected name in the encoders' certs")
+    # The embedded query pool (`--query embedded`): the encoder's core and batcher in-process.
+    query_model: str = Field(
+        "builtin:query",
+        description=f"embedded query pool (--query {EMBEDDED}): model directory, builtin:query, "
+        "builtin:query-linear or builtin:query-exit2",
+    )
+    query_backend: Literal["auto"] | Backend = Field(
+        "auto",
+        description=f"embedded query pool (--query {EMBEDDED}): CPU model runtime; auto = onnx "
+        "when the onnx extra is installed, else torch",
+    )
+    query_device: str = _embedded("device")
+    query_threads: int = _embedded("threads")
+    query_max_batch_tokens: int = _embedded("max_batch_tokens")
+    query_max_batch_texts: int = _embedded("max_batch_texts")
+    query_max_queue_texts: int = _embedded("max_queue_texts")
+    query_batch_wait_ms: float = _embedded("batch_wait_ms")
+    query_max_input_tokens: int = _embedded("max_input_tokens")
 
     _split_q = field_validator("query", "document", "auth_tokens", mode="before")(_split_targets)
 
@@ -138,3 +178,42 @@ class GatewaySettings(CommonSettings):
         if not value:
             raise ValueError("at least one pool address is required")
         return value
+
+    @field_validator("query")
+    @classmethod
+    def _one_embedded(cls, value: list[str]) -> list[str]:
+        if value.count(EMBEDDED) > 1:
+            raise ValueError(f"`{EMBEDDED}` may appear once among the query targets")
+        return value
+
+    @field_validator("document")
+    @classmethod
+    def _document_is_remote(cls, value: list[str]) -> list[str]:
+        if EMBEDDED in value:
+            raise ValueError(
+                f"the document pool cannot be `{EMBEDDED}`; only the query pool runs in the gateway"
+            )
+        return value
+
+    @property
+    def embedded_query(self) -> bool:
+        """The query model runs inside the gateway (`--query embedded`)."""
+        return EMBEDDED in self.query
+
+    @property
+    def remote_query(self) -> list[str]:
+        """The query pool's gRPC targets (all of them but `embedded`)."""
+        return [t for t in self.query if t != EMBEDDED]
+
+    def embedded_encoder_settings(self, model: str, backend: str) -> EncoderSettings:
+        """The embedded query pool's encoder settings (`model` resolved to a directory,
+        `backend` resolved from auto); a request is at most `max_inputs` texts."""
+        return EncoderSettings(
+            model=model, role="query", port=0, device=self.query_device, backend=backend,
+            threads=self.query_threads, max_batch_tokens=self.query_max_batch_tokens,
+            max_batch_texts=self.query_max_batch_texts,
+            max_queue_texts=self.query_max_queue_texts, batch_wait_ms=self.query_batch_wait_ms,
+            max_input_tokens=self.query_max_input_tokens, max_texts_per_request=self.max_inputs,
+            max_request_tokens=0,  # the gateway sends its budget with every call (protocol.py)
+            metrics_port=0, log_level=self.log_level, log_json=self.log_json,
+        )  # fmt: skip

@@ -3,6 +3,7 @@
 Models are prepared once in this process (with progress bars), then three child
 processes are started and supervised: each prints a READY line when it serves; Ctrl-C
 or SIGTERM drains the gateway first, then the pools; if any child dies, all stop.
+With `--query-mode embedded` there are two: the query model runs inside the gateway.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from aegis_serve.models.resolve import resolve_model
-from aegis_serve.settings import Backend, CommonSettings
+from aegis_serve.settings import EMBEDDED, Backend, CommonSettings, resolve_backend
 from aegis_serve.supervisor import Child, ChildFailed, serve_argv, stop_all, wait_all_ready
 
 
@@ -27,6 +28,11 @@ class StackSettings(CommonSettings):
 
     gateway_port: int = Field(50051, ge=0, le=65535, description="the public gateway's port")
     query_port: int = Field(50061, ge=0, le=65535, description="the query pool's port")
+    query_mode: Literal["remote", "embedded"] = Field(
+        "remote",
+        description="remote = a query pool process of its own; embedded = the query model runs "
+        "inside the gateway (no network hop; --query-port unused)",
+    )
     document_port: int = Field(50062, ge=0, le=65535, description="the document pool's port")
     query_model: str = Field(
         "builtin:query",
@@ -96,14 +102,6 @@ def _metrics_lines(children: list[Child]) -> str:
     )
 
 
-def query_backend(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    from aegis_serve.models.onnx_runtime import onnx_available
-
-    return "onnx" if onnx_available() else "torch"
-
-
 def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int:
     """Start everything, print endpoints, block until a signal; return an exit code.
 
@@ -114,26 +112,36 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     q_threads, d_threads = auto_threads(settings)
     device = document_device(settings.document_device)
-    backend = query_backend(settings.query_backend)
+    backend = resolve_backend(settings.query_backend)
+    embedded = settings.query_mode == "embedded"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    pools = [
-        Child("query", serve_argv(*encoder_args("query", query_model, settings.query_port,
-                                                q_threads, "cpu", settings), "--backend", backend),
-              env, echo=True).start(),
-        Child("document", serve_argv(*encoder_args("document", document_model,
-                                                   settings.document_port, d_threads, device,
-                                                   settings)), env, echo=True).start(),
-    ]  # fmt: skip
+    document = Child("document", serve_argv(*encoder_args("document", document_model,
+                                                          settings.document_port, d_threads,
+                                                          device, settings)),
+                     env, echo=True)  # fmt: skip
+    if embedded:
+        pools = [document.start()]
+    else:
+        query = Child("query", serve_argv(*encoder_args("query", query_model, settings.query_port,
+                                                        q_threads, "cpu", settings),
+                                          "--backend", backend), env, echo=True)  # fmt: skip
+        pools = [query.start(), document.start()]
     children = list(pools)
     try:
         wait_all_ready(pools, settings.ready_timeout_s)
+        query_args = (
+            ["--query", EMBEDDED, "--query-model", str(query_model), "--query-backend", backend,
+             "--query-threads", str(q_threads)]
+            if embedded
+            else ["--query", pools[0].address]
+        )  # fmt: skip
         gateway = Child(
             "gateway",
             serve_argv(
-                "gateway", "--port", str(settings.gateway_port), "--query", pools[0].address,
-                "--document", pools[1].address, *common_args("gateway", settings),
+                "gateway", "--port", str(settings.gateway_port), *query_args,
+                "--document", document.address, *common_args("gateway", settings),
             ),
             env,
             echo=True,
@@ -144,11 +152,16 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         print(f"stack failed to start: {exc}", file=sys.stderr)
         stop_all(children, settings.shutdown_grace_s)
         return 1
+    query_line = (
+        f"  query pool     embedded in the gateway   {query_model} ({backend})\n"
+        if embedded
+        else f"  query pool     {pools[0].address}   {query_model} ({backend})\n"
+    )
     print(
         "\naegis-serve is up:\n"
         f"  gateway        {gateway.address}   (aegis.embed.v1.EmbedService, health, reflection)\n"
-        f"  query pool     {pools[0].address}   {query_model} ({backend})\n"
-        f"  document pool  {pools[1].address}   {document_model} on {device}\n"
+        f"{query_line}"
+        f"  document pool  {document.address}   {document_model} on {device}\n"
         f"{_metrics_lines(children)}"
         f"try: aegis-serve embed --target {gateway.address} --type query 'what is a cat?'\n"
         "Ctrl-C stops everything.\n",

@@ -192,6 +192,11 @@ class Batcher:
     def queued_texts(self) -> int:
         return len(self._pending)
 
+    @property
+    def running(self) -> bool:
+        """The batching loop is up: started, not closed, not crashed."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")

@@ -22,6 +22,7 @@ from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError, invalid
 from aegis_serve.encoder.batching import Batcher, BatchFailed, DeadlineExpired, QueueFull
 from aegis_serve.encoder.observe import EncoderObserver
+from aegis_serve.encoder.result import Encoded
 from aegis_serve.models.embedder import Embedder, TokenizedText
 from aegis_serve.protocol import NO_PROMPT, request_token_budget, retry_after
 from aegis_serve.settings import EncoderSettings
@@ -119,7 +120,19 @@ class Encoder:
         metadata: Iterable[tuple[str, str | bytes]] | None = None,
         time_remaining: float | None = None,
     ) -> encoder_pb2.EncodeResponse:
-        """Embed `request.texts` through the batcher; raises ServiceError for what it refuses."""
+        """`embed`, as the wire response (the matrix as raw float32 bytes)."""
+        return (await self.embed(request, metadata, time_remaining)).to_response()
+
+    async def embed(
+        self,
+        request: encoder_pb2.EncodeRequest,
+        metadata: Iterable[tuple[str, str | bytes]] | None = None,
+        time_remaining: float | None = None,
+    ) -> Encoded:
+        """Embed `request.texts` through the batcher; raises ServiceError for what it refuses.
+
+        The gateway's embedded query pool calls this directly (no serialization); the
+        servicer calls `encode`."""
         texts = list(request.texts)
         self._check_texts(texts)
         layers = request.layers
@@ -165,10 +178,8 @@ class Encoder:
             raise ServiceError(grpc.StatusCode.INTERNAL, f"model failed: {exc}") from None
         assert job.rows is not None
         self.observer.on_done(job, sum(token_counts))
-        return encoder_pb2.EncodeResponse(
-            matrix=job.rows.astype("<f4", copy=False).tobytes(),
-            rows=job.rows.shape[0],
-            cols=job.rows.shape[1],
+        return Encoded(
+            matrix=job.rows,
             token_counts=token_counts,
             queue_ns=job.queue_ns,
             tokenization_ns=tokenization_ns,

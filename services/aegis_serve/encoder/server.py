@@ -32,10 +32,10 @@ def load_embedder(settings: EncoderSettings) -> Embedder:
     )
 
 
-async def start_encoder(
-    settings: EncoderSettings, embedder: Embedder | None = None
-) -> tuple[ServerHandle, Encoder]:
-    """Start a replica on settings.port (0 = ephemeral) and mark it SERVING."""
+async def build_encoder(settings: EncoderSettings, embedder: Embedder | None = None) -> Encoder:
+    """The encoder core with its batcher running on this event loop (the model loaded and
+    warmed up off the loop unless given). An encoder process serves it over gRPC; the
+    gateway's embedded query pool (gateway/embedded.py) calls it in-process."""
     if embedder is None:
         embedder = await asyncio.to_thread(load_embedder, settings)
         await asyncio.to_thread(warm_up, embedder)
@@ -51,7 +51,14 @@ async def start_encoder(
     )
     batcher.start()
     observer.watch_queue(batcher)
-    encoder = Encoder(embedder, batcher, settings, observer)
+    return Encoder(embedder, batcher, settings, observer)
+
+
+async def start_encoder(
+    settings: EncoderSettings, embedder: Embedder | None = None
+) -> tuple[ServerHandle, Encoder]:
+    """Start a replica on settings.port (0 = ephemeral) and mark it SERVING."""
+    encoder = await build_encoder(settings, embedder)
     servicer = EncoderServicer(encoder)
     handle = await start_server(
         settings,

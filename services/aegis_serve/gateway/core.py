@@ -24,6 +24,7 @@ from opentelemetry import trace
 from aegis.embed.v1 import embed_pb2
 from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError, invalid
+from aegis_serve.encoder.result import Encoded
 from aegis_serve.gateway.admission import Admission
 from aegis_serve.gateway.pools import Pool, PoolUnavailable
 from aegis_serve.gateway.quantize import (
@@ -145,8 +146,8 @@ class Gateway:
         except PoolUnavailable as exc:
             raise self.unavailable(route.pool, f": {exc}") from None
         with span("postprocess", **{"aegis.dimensions": dims, "aegis.encoding": plan.encoding}):
-            matrix = np.concatenate(
-                [np.frombuffer(p.matrix, dtype="<f4").reshape(p.rows, p.cols) for p in parts]
+            matrix = (
+                parts[0].matrix if len(parts) == 1 else np.concatenate([p.matrix for p in parts])
             )
             if dims != matrix.shape[1]:
                 matrix = truncate_and_renormalize(matrix, dims)
@@ -187,16 +188,16 @@ class Gateway:
 
     async def _encode_with_fallback(
         self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> tuple[list[encoder_pb2.EncodeResponse], Route]:
+    ) -> tuple[list[Encoded], Route]:
         try:
             return await self._encode(plan, route, metadata, timeout), route
-        except (PoolUnavailable, grpc.aio.AioRpcError) as exc:
+        except (PoolUnavailable, ServiceError) as exc:
             retry_on_document = (
                 plan.role == "query"
                 and not route.fallback
                 and self.settings.query_fallback
                 and self.document.healthy
-                and (isinstance(exc, PoolUnavailable) or exc.code() == grpc.StatusCode.UNAVAILABLE)
+                and (isinstance(exc, PoolUnavailable) or exc.code == grpc.StatusCode.UNAVAILABLE)
             )
             if not retry_on_document:
                 raise
@@ -208,7 +209,7 @@ class Gateway:
 
     async def _encode(
         self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float
-    ) -> list[encoder_pb2.EncodeResponse]:
+    ) -> list[Encoded]:
         """One Encode per chunk, spread over healthy replicas, results in input order."""
         n_replicas = max(1, len(route.pool.healthy))
         chunk = len(plan.inputs)
@@ -224,16 +225,16 @@ class Gateway:
             for i in range(0, len(plan.inputs), chunk)
         ]
 
-        async def call(req: encoder_pb2.EncodeRequest, offset: int) -> encoder_pb2.EncodeResponse:
+        async def call(req: encoder_pb2.EncodeRequest, offset: int) -> Encoded:
             try:
                 resp, _ = await route.pool.encode(req, timeout, metadata)
                 return resp
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or not offset:
+            except ServiceError as exc:
+                if exc.code != grpc.StatusCode.INVALID_ARGUMENT or not offset:
                     raise
                 # The encoder names indices within its chunk; callers need their own.
                 message = _INPUT_INDEX.sub(
-                    lambda m: f"inputs[{int(m.group(1)) + offset}]", exc.details() or ""
+                    lambda m: f"inputs[{int(m.group(1)) + offset}]", exc.message
                 )
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
 
@@ -245,7 +246,7 @@ class Gateway:
                 task.cancel()
             raise
         for req, part in zip(requests, parts, strict=True):
-            if part.rows != len(req.texts) or len(part.matrix) != 4 * part.rows * part.cols:
+            if part.matrix.ndim != 2 or part.rows != len(req.texts):
                 raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a malformed matrix")
         return parts
 
@@ -265,8 +266,8 @@ class Gateway:
         route = self.route(role)
         prompt = route.prompt_name if req.add_prompt else NO_PROMPT
         try:
-            resp = await route.pool.call(
-                "Tokenize", encoder_pb2.TokenizeRequest(texts=inputs, prompt_name=prompt), timeout
+            resp = await route.pool.tokenize(
+                encoder_pb2.TokenizeRequest(texts=inputs, prompt_name=prompt), timeout
             )
         except PoolUnavailable as exc:
             raise self.unavailable(route.pool, f": {exc}") from None

@@ -1,10 +1,16 @@
 """Encoder pools as the gateway sees them: replicas, health, balancing and failover.
 
-Each configured address is a gRPC target URI (`host:port`, `dns:///svc:port`,
-`xds:///...`); each gets one persistent channel with round_robin over whatever the
-resolver returns, so a headless Service balances per pod. On top, the pool round-robins
-over healthy targets, re-probes them in the background, and retries an idempotent Encode
-on the next target when one fails with a transport error.
+A pool holds replicas of two kinds behind one interface (`Replica`: `check`, `encode`,
+`tokenize`, `close`). A `RemoteReplica` is a configured gRPC target URI (`host:port`,
+`dns:///svc:port`, `xds:///...`) with one persistent channel and round_robin over whatever
+the resolver returns, so a headless Service balances per pod. An embedded replica
+(gateway/embedded.py, target `embedded`) runs the encoder core inside the gateway process: no
+network hop and no serialization of the float matrix. On top, the pool round-robins over
+healthy replicas, re-probes them in the background, and retries an idempotent Encode on the
+next replica when one fails with a transport error or a full queue.
+
+Whatever a replica refuses comes out as a `ServiceError` carrying the replica's status (and
+its back-off trailer), so routing, fallback and error mapping do not care which kind answered.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from aegis_serve.common.errors import ServiceError
+from aegis_serve.encoder.result import Encoded, MalformedResponse
+from aegis_serve.protocol import RETRY_AFTER_KEY
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.rpc import inject_metadata, recording, tracer
 
@@ -73,18 +82,105 @@ class PoolUnavailable(Exception):
     """No replica of the pool could serve the call."""
 
 
-@dataclass(eq=False)
-class Replica:
-    """One configured target of a pool."""
+class ReplicaDown(Exception):
+    """A health probe's verdict: the replica cannot serve now (the message says why)."""
 
-    target: str
-    channel: grpc.aio.Channel
-    stub: encoder_pb2_grpc.EncoderServiceStub
-    health: health_pb2_grpc.HealthStub
-    healthy: bool = False
-    info: encoder_pb2.GetInfoResponse | None = None
-    problem: str = "not probed yet"
-    last_probe: float = 0.0
+
+def upstream_error(exc: grpc.aio.AioRpcError) -> ServiceError:
+    """A remote replica's status as a ServiceError, with its back-off trailer (if any)."""
+    trailers = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k == RETRY_AFTER_KEY)
+    return ServiceError(exc.code(), exc.details() or exc.code().name, trailers)
+
+
+class Replica:
+    """One member of a pool: a remote encoder (RemoteReplica) or an in-process one
+    (gateway/embedded.py). The pool keeps its health state here."""
+
+    kind = "replica"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.healthy = False
+        self.info: encoder_pb2.GetInfoResponse | None = None
+        self.problem = "not probed yet"
+        self.last_probe = 0.0
+
+    async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
+        """The replica's info if it can serve; raises ReplicaDown otherwise."""
+        raise NotImplementedError
+
+    async def encode(
+        self,
+        request: encoder_pb2.EncodeRequest,
+        timeout: float,
+        metadata: Sequence[tuple[str, str]],
+    ) -> Encoded:
+        """Embed one request; raises ServiceError with the replica's status."""
+        raise NotImplementedError
+
+    async def tokenize(
+        self, request: encoder_pb2.TokenizeRequest, timeout: float
+    ) -> encoder_pb2.TokenizeResponse:
+        """Tokens of each text; raises ServiceError with the replica's status."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r}, healthy={self.healthy})"
+
+
+class RemoteReplica(Replica):
+    """A configured gRPC target: one channel (round_robin over what its resolver returns)."""
+
+    kind = "remote"
+
+    def __init__(self, target: str, channel: grpc.aio.Channel) -> None:
+        super().__init__(target)
+        self.channel = channel
+        self.stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+
+    async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
+        """Health check + GetInfo; healthy only if both succeed."""
+        try:
+            status = await self.health.Check(
+                health_pb2.HealthCheckRequest(service=ENCODER_SERVICE), timeout=timeout
+            )
+            if status.status != health_pb2.HealthCheckResponse.SERVING:
+                raise ReplicaDown("health check says NOT_SERVING")
+            return await self.stub.GetInfo(encoder_pb2.GetInfoRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise ReplicaDown(exc.details() or "unreachable") from None
+
+    async def encode(
+        self,
+        request: encoder_pb2.EncodeRequest,
+        timeout: float,
+        metadata: Sequence[tuple[str, str]],
+    ) -> Encoded:
+        try:
+            resp = await self.stub.Encode(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc) from None
+        try:
+            return Encoded.from_response(resp)
+        except MalformedResponse as exc:
+            raise ServiceError(
+                grpc.StatusCode.INTERNAL, f"encoder returned a malformed matrix: {exc}"
+            ) from None
+
+    async def tokenize(
+        self, request: encoder_pb2.TokenizeRequest, timeout: float
+    ) -> encoder_pb2.TokenizeResponse:
+        try:
+            return await self.stub.Tokenize(request, timeout=timeout, metadata=inject_metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
 
 
 @dataclass(eq=False)
@@ -105,7 +201,9 @@ class Pool:
         credentials: grpc.ChannelCredentials | None = None,
         extra_options: Sequence[tuple[str, object]] = (),
     ) -> Pool:
-        replicas = []
+        """A pool of remote replicas, one channel per target (in-process ones are added by
+        the caller: see gateway/server.py)."""
+        replicas: list[Replica] = []
         for target in targets:
             opts = channel_options(max_message_bytes) + list(extra_options)
             channel = (
@@ -113,14 +211,7 @@ class Pool:
                 if credentials
                 else grpc.aio.insecure_channel(target, options=opts)
             )
-            replicas.append(
-                Replica(
-                    target=target,
-                    channel=channel,
-                    stub=encoder_pb2_grpc.EncoderServiceStub(channel),
-                    health=health_pb2_grpc.HealthStub(channel),
-                )
-            )
+            replicas.append(RemoteReplica(target, channel))
         return cls(role=role, replicas=replicas)
 
     # -------------------------------------------------------------- health
@@ -138,21 +229,14 @@ class Pool:
         return None
 
     async def probe(self, replica: Replica) -> None:
-        """Health check + GetInfo; a replica is healthy only if both succeed."""
+        """Ask the replica whether it can serve (health + info); update its state."""
         try:
-            status = await replica.health.Check(
-                health_pb2.HealthCheckRequest(service=ENCODER_SERVICE), timeout=self.probe_timeout_s
-            )
-            if status.status != health_pb2.HealthCheckResponse.SERVING:
-                raise PoolUnavailable("health check says NOT_SERVING")
-            info = await replica.stub.GetInfo(
-                encoder_pb2.GetInfoRequest(), timeout=self.probe_timeout_s
-            )
-        except (grpc.aio.AioRpcError, PoolUnavailable) as exc:
-            detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            info = await replica.check(self.probe_timeout_s)
+        except ReplicaDown as exc:
+            detail = str(exc) or "unreachable"
             if replica.healthy:
                 log.warning("%s replica %s unhealthy: %s", self.role, replica.target, detail)
-            replica.healthy, replica.problem = False, detail or "unreachable"
+            replica.healthy, replica.problem = False, detail
         else:
             if not replica.healthy:
                 log.info("%s replica %s healthy (%s)", self.role, replica.target, info.space_id)
@@ -181,75 +265,77 @@ class Pool:
         request: encoder_pb2.EncodeRequest,
         timeout: float,
         metadata: Sequence[tuple[str, str]] = (),
-    ) -> tuple[encoder_pb2.EncodeResponse, Replica]:
-        """Encode on one replica; on a transport failure, retry on the next within the deadline.
+    ) -> tuple[Encoded, Replica]:
+        """Encode on one replica; on a transport failure or a full queue, retry on the next
+        within the deadline. Raises ServiceError (a replica's status) or PoolUnavailable.
 
-        Each attempt is a CLIENT span whose context travels in the call's metadata, so the
-        encoder's spans hang under the attempt that reached it.
-        """
+        Each attempt is a span (CLIENT for a remote replica, whose context travels in the
+        call's metadata so the encoder's spans hang under the attempt that reached it;
+        INTERNAL for the embedded one, whose spans are children of it in-process)."""
         deadline = time.monotonic() + timeout
-        last: grpc.aio.AioRpcError | None = None
+        last: ServiceError | None = None
         for attempt, replica in enumerate(self._order()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             if last is not None:
-                retry_labels = {"pool": self.role, "status": last.code().name}
+                retry_labels = {"pool": self.role, "status": last.code.name}
                 gateway_instruments().retries.add(1, retry_labels)
             with self._attempt_span(replica, attempt, len(request.texts)) as attempt_span:
                 try:
-                    resp = await replica.stub.Encode(
-                        request, timeout=left, metadata=inject_metadata(metadata)
-                    )
+                    resp = await replica.encode(request, left, inject_metadata(metadata))
                     attempt_span.set_attribute("rpc.grpc.status_code", 0)
                     return resp, replica
-                except grpc.aio.AioRpcError as exc:
-                    attempt_span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
-                    attempt_span.set_status(Status(StatusCode.ERROR, exc.code().name))
-                    if exc.code() not in RETRYABLE:
+                except ServiceError as exc:
+                    attempt_span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
+                    attempt_span.set_status(Status(StatusCode.ERROR, exc.code.name))
+                    if exc.code not in RETRYABLE:
                         raise
                     last = exc
             assert last is not None
-            if last.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                self.mark_down(replica, f"{last.code().name}: {last.details()}")
-        if last is not None and last.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if last.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.mark_down(replica, f"{last.code.name}: {last.message}")
+        if last is not None and last.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise last  # every replica is full: the caller should back off, not fail over
         if last is not None:
-            raise PoolUnavailable(f"every replica failed, last: {last.details()}")
+            raise PoolUnavailable(f"every replica failed, last: {last.message}")
         raise PoolUnavailable("no replica answered before the deadline")
 
     def _attempt_span(
         self, replica: Replica, attempt: int, texts: int
     ) -> AbstractContextManager[Span]:
-        """CLIENT span of one Encode attempt (skipped when the request is not sampled)."""
+        """The span of one Encode attempt (skipped when the request is not sampled)."""
         if not recording():
             return nullcontext(trace.get_current_span())
+        remote = isinstance(replica, RemoteReplica)
         return tracer().start_as_current_span(
-            f"{ENCODER_SERVICE}/Encode",
-            kind=SpanKind.CLIENT,
+            f"{ENCODER_SERVICE}/Encode" if remote else "embedded Encode",
+            kind=SpanKind.CLIENT if remote else SpanKind.INTERNAL,
             record_exception=False,
             set_status_on_exception=False,
             attributes={
                 "rpc.system": "grpc", "rpc.service": ENCODER_SERVICE, "rpc.method": "Encode",
                 "server.address": replica.target, "aegis.pool": self.role,
-                "aegis.attempt": attempt, "aegis.texts": texts,
+                "aegis.replica.kind": replica.kind, "aegis.attempt": attempt,
+                "aegis.texts": texts,
             },
         )  # fmt: skip
 
-    async def call(self, method: str, request: object, timeout: float) -> object:
-        """A small unary call (Tokenize) on the first replica that answers."""
-        last: Exception | None = None
+    async def tokenize(
+        self, request: encoder_pb2.TokenizeRequest, timeout: float
+    ) -> encoder_pb2.TokenizeResponse:
+        """Tokenize on the first replica that answers (ServiceError / PoolUnavailable)."""
+        last: ServiceError | None = None
         for replica in self._order():
             try:
-                return await getattr(replica.stub, method)(
-                    request, timeout=timeout, metadata=inject_metadata()
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE:
+                return await replica.tokenize(request, timeout)
+            except ServiceError as exc:
+                if exc.code not in RETRYABLE:
                     raise
                 last = exc
-                self.mark_down(replica, f"{exc.code().name}: {exc.details()}")
-        raise PoolUnavailable(f"{self.role} pool: no replica answered ({last})")
+                self.mark_down(replica, f"{exc.code.name}: {exc.message}")
+        detail = f"{last.code.name}: {last.message}" if last else "no replica"
+        raise PoolUnavailable(f"{self.role} pool: no replica answered ({detail})")
 
     async def close(self) -> None:
-        await asyncio.gather(*(r.channel.close() for r in self.replicas))
+        await asyncio.gather(*(r.close() for r in self.replicas))

@@ -1,10 +1,12 @@
-"""Run the gateway: connect to both pools, check the space, serve EmbedService."""
+"""Run the gateway: connect to both pools (or load the embedded query pool), check the space,
+serve EmbedService."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -26,6 +28,9 @@ from aegis_serve.protocol import ready_line
 from aegis_serve.settings import GatewaySettings
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.providers import setup_telemetry
+
+if TYPE_CHECKING:
+    from aegis_serve.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +121,39 @@ def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerIntercep
 
 
 def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
-    """Channels to both pools: plaintext, or TLS (mTLS with a client cert) per pool_tls_*."""
+    """Channels to both pools' remote targets: plaintext, or TLS (mTLS with a client cert)
+    per pool_tls_*. The embedded query replica, if any, is added by `build_pools`."""
     creds = channel_credentials(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
     extra = server_name_options(settings.pool_tls_server_name)
     return (
-        Pool.connect("query", settings.query, settings.max_message_bytes, creds, extra),
+        Pool.connect("query", settings.remote_query, settings.max_message_bytes, creds, extra),
         Pool.connect("document", settings.document, settings.max_message_bytes, creds, extra),
     )
 
 
-async def start_gateway(settings: GatewaySettings) -> GatewayRuntime:
+async def build_pools(
+    settings: GatewaySettings, query_embedder: Embedder | None = None
+) -> tuple[Pool, Pool]:
+    """Both pools; with `--query embedded` the query model is loaded into this process first
+    (`query_embedder`: an already loaded one, as tests pass)."""
+    query, document = connect_pools(settings)
+    if settings.embedded_query:
+        from aegis_serve.gateway.embedded import start_embedded_query
+
+        try:
+            query.replicas.insert(0, await start_embedded_query(settings, query_embedder))
+        except BaseException:
+            await asyncio.gather(query.close(), document.close())
+            raise
+    return query, document
+
+
+async def start_gateway(
+    settings: GatewaySettings, query_embedder: Embedder | None = None
+) -> GatewayRuntime:
     """Start the gateway on settings.port (0 = ephemeral) after a first probe of the pools."""
     interceptors = auth_interceptors(settings)
-    query, document = connect_pools(settings)
+    query, document = await build_pools(settings, query_embedder)
     gateway = Gateway(settings, query, document)
     servicer = EmbedServicer(gateway)
     handle = await start_server(
