@@ -131,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out-md", default="docs/alignment.md")
     ev.add_argument("--out-json", default="docs/results/alignment.json")
     ev.add_argument("--notes", default="", help="Markdown file appended to the report")
+    ev.add_argument(
+        "--suite",
+        action="store_true",
+        help="score on the multi-domain evaluation suite (every task, macro, frontier) instead "
+        "of --dataset",
+    )
+    ev.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        help="NAME=MODEL a query student of the suite frontier (repeatable; --query-model is "
+        "added as 'default' unless one is named by --default)",
+    )
+    ev.add_argument("--default", default="", help="the --student NAME the targets are checked on")
+    ev.add_argument("--split", choices=["dev", "test"], default="test", help="suite split")
+    ev.add_argument("--size", choices=["full", "tiny"], default="full", help="suite size")
+    ev.add_argument("--tasks", default="", help="comma-separated suite tasks (default: all)")
+    ev.add_argument("--threads", type=int, default=0, help="model threads (0 = all cores)")
+    ev.add_argument("--out-frontier", default="docs/results/student_frontier.json")
 
     demo = sub.add_parser("demo", help="asymmetric search demo against a running gateway")
     demo.add_argument("--target", default="127.0.0.1:50051")
@@ -203,6 +222,9 @@ def _cmd_pack_student(ns: argparse.Namespace) -> int:
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if ns.suite:
+        return _eval_suite(ns)
+
     from aegis_lab.evaluation.report import write_report
     from aegis_lab.evaluation.retrieval import run_eval
 
@@ -212,6 +234,33 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     command = "aegis-lab " + " ".join(sys.argv[1:])
     write_report(result, command, Path(ns.out_md), Path(ns.out_json), notes)
     print(json.dumps({"rows": len(result["rows"]), "eval_seconds": result["eval_seconds"]}))
+    return 0
+
+
+def _eval_suite(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aegis_lab.evaluation.suite_eval import Candidate, evaluate_suite
+    from aegis_lab.evaluation.suite_report import write_suite_report
+
+    students = dict(s.split("=", 1) for s in ns.student)
+    default = ns.default or "default"
+    if default not in students:
+        students = {default: ns.query_model, **students}
+    result = evaluate_suite(
+        [Candidate(name, spec) for name, spec in students.items()],
+        ns.document_model,
+        split=ns.split,
+        size=ns.size,
+        tasks=[t for t in ns.tasks.split(",") if t] or None,
+        threads=ns.threads or None,
+    )
+    notes = Path(ns.notes).read_text(encoding="utf-8") if ns.notes else ""
+    command = "aegis-lab " + " ".join(sys.argv[1:])
+    out = write_suite_report(result, default, command, Path(ns.out_md), Path(ns.out_json),
+                             Path(ns.out_frontier), notes)  # fmt: skip
+    print(json.dumps({"targets": out["targets"], "eval_seconds": result["eval_seconds"]},
+                     indent=1))  # fmt: skip
     return 0
 
 
