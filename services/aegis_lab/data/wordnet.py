@@ -29,6 +29,7 @@ __all__ = [
     "parse_data_file",
     "parse_data_line",
     "parse_gloss",
+    "retrieval_candidates",
     "retrieval_set",
     "retrieval_synset_ids",
     "wordnet_dir",
@@ -136,20 +137,28 @@ def document_text(synset: Synset) -> str:
     return f"{synset.lemmas[0].replace('_', ' ')}: {synset.definition}"
 
 
-def _select(
-    synsets: list[Synset], n_docs: int, n_queries: int, seed: int
-) -> tuple[list[tuple[Synset, str]], list[Synset]]:
-    """Pick (query synset, example) pairs and the shuffled corpus; labels must be unambiguous.
+def retrieval_candidates(synsets: list[Synset]) -> tuple[list[Synset], list[Synset], Counter[str]]:
+    """(query pool, usable documents, example counts) under the unambiguous-label rules.
 
-    Only synsets whose document text is unique in WordNet enter the corpus, and a query is an
-    example that occurs in no other synset, so each query has exactly one relevant document.
+    Only synsets whose document text is unique in ``synsets`` can be documents, and a query is
+    an example that occurs in no other synset, so each query has exactly one relevant
+    document. The evaluation suite (``aegis_lab.evaluation.suite``) builds on the same rules.
     """
-    if not 0 < n_queries <= n_docs:
-        raise ValueError(f"need 0 < n_queries <= n_docs, got {n_queries=} {n_docs=}")
     doc_counts = Counter(document_text(s) for s in synsets if s.definition)
     example_counts = Counter(e for s in synsets for e in set(s.examples))
     usable = [s for s in synsets if s.definition and doc_counts[document_text(s)] == 1]
     query_pool = [s for s in usable if any(example_counts[e] == 1 for e in s.examples)]
+    return query_pool, usable, example_counts
+
+
+def _select(
+    synsets: list[Synset], n_docs: int, n_queries: int, seed: int
+) -> tuple[list[tuple[Synset, str]], list[Synset]]:
+    """Pick (query synset, example) pairs and the shuffled corpus; labels must be unambiguous
+    (``retrieval_candidates``)."""
+    if not 0 < n_queries <= n_docs:
+        raise ValueError(f"need 0 < n_queries <= n_docs, got {n_queries=} {n_docs=}")
+    query_pool, usable, example_counts = retrieval_candidates(synsets)
     if n_queries > len(query_pool) or n_docs > len(usable):
         raise ValueError(
             f"WordNet has only {len(query_pool)} usable queries and {len(usable)} documents"
