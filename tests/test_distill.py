@@ -250,7 +250,7 @@ def test_unknown_dev_set_is_refused_before_any_model_loads(tmp_path, tiny_pair) 
     cfg = tiny_config(tmp_path, tiny_pair, dev_set="wordnet-dve", teacher=str(tmp_path / "none"))
     # The teacher path does not exist either: the dev-set error must come first, not after
     # minutes of teacher embeddings.
-    with pytest.raises(ValueError, match="neither 'wordnet-dev' nor a JSON file"):
+    with pytest.raises(ValueError, match=r"none of 'suite'.*'wordnet-dev' nor a JSON file"):
         distill(cfg)
 
 
@@ -415,3 +415,27 @@ def test_a_corrupt_teacher_shard_is_named_and_recomputed(tmp_path, tiny_pair, ca
         again = cache_teacher_embeddings(model, texts, cache, shard_size=32, progress=False)
     assert "shard_00002.npy is corrupt" in caplog.text
     np.testing.assert_array_equal(again, full)
+
+
+def test_suite_dev_sets_are_scored_as_a_macro_average(tmp_path, tiny_pair, monkeypatch) -> None:
+    """--dev-set suite-small: every task of the suite's dev split, cut to a few queries each,
+    scored per task and as their mean; their texts are kept out of training."""
+    from types import SimpleNamespace
+
+    texts = tiny_pair[2].read_text().splitlines()
+
+    def task(name: str, lo: int) -> SimpleNamespace:
+        docs = texts[lo : lo + 12]
+        return SimpleNamespace(name=name, queries=docs[:4], documents=docs,
+                               relevant=[[i] for i in range(4)])  # fmt: skip
+
+    monkeypatch.setattr("aegis_lab.evaluation.suite.load_suite",
+                        lambda split, size, tasks=None: [task("a", 0), task("b", 20)])  # fmt: skip
+    summary = distill(tiny_config(tmp_path, tiny_pair, dev_set="suite-small", eval_every=3))
+    rows = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").open()]
+    dev_rows = [r for r in rows if r["kind"] == "dev"]
+    assert dev_rows and all(set(r["tasks"]) == {"a", "b"} for r in dev_rows)
+    for r in dev_rows:
+        assert r["student_teacher_ndcg_at_10"] == pytest.approx(np.mean(list(r["tasks"].values())))
+    assert summary["dev"]["set"] == "suite-small"
+    assert summary["train_texts"] + summary["val_texts"] <= len(texts) - 24

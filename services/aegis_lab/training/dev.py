@@ -1,8 +1,10 @@
-"""The dev set: a held-out retrieval set scored while training to pick the step to keep.
+"""The dev set: held-out retrieval sets scored while training to pick the step to keep.
 
 Validation loss says how close the student's vectors are to the teacher's; the dev set asks
 what the service is for (do student queries find the right teacher documents?), so the step
-written out is the one that scores best there, not the last one.
+written out is the one that scores best there, not the last one. ``suite`` is the dev split of
+the evaluation suite (every task, scored as a macro average, as the report scores the test
+split); the test split is never looked at while training.
 """
 
 from __future__ import annotations
@@ -22,7 +24,20 @@ from aegis_lab.training.corpus import report_synset_ids
 from aegis_lab.training.student_model import StudentModel, _batch
 from aegis_serve.models.embedder import Embedder
 
-__all__ = ["DEV_METRICS", "DevCheck", "DevSet", "DevTexts", "embed_dev_set", "read_dev_set"]
+__all__ = [
+    "DEV_METRICS",
+    "DevCheck",
+    "DevSet",
+    "DevTexts",
+    "embed_dev_set",
+    "embed_dev_sets",
+    "read_dev_set",
+    "read_dev_sets",
+]
+
+# ``suite-small``: per task of the suite's dev split, this many queries and documents (the
+# relevant ones first, then distractors), so a dev check costs seconds on a CPU.
+SMALL_QUERIES, SMALL_DOCUMENTS = 120, 600
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +57,43 @@ class DevSet:
 
     queries: list[str]
     documents: list[str]
-    relevant: list[int]
+    relevant: list[int] | list[list[int]]
     texts: set[str]
     teacher_queries: np.ndarray
     teacher_documents: np.ndarray
+    name: str = "dev"
 
 
-DevTexts = tuple[list[str], list[str], list[int], set[str]]
+DevTexts = tuple[list[str], list[str], list[int] | list[list[int]], set[str]]
+
+
+def _small(task: Any) -> DevTexts:
+    """The first queries of a task and a document set holding their relevant documents."""
+    queries = task.queries[:SMALL_QUERIES]
+    relevant = task.relevant[:SMALL_QUERIES]
+    keep: list[int] = sorted({d for rel in relevant for d in rel})
+    others = [i for i in range(len(task.documents)) if i not in set(keep)]
+    keep += others[: max(0, SMALL_DOCUMENTS - len(keep))]
+    index = {old: new for new, old in enumerate(keep)}
+    docs = [task.documents[i] for i in keep]
+    rel = [[index[d] for d in r] for r in relevant]
+    return queries, docs, rel, set(queries) | set(docs)
+
+
+def read_dev_sets(name: str) -> list[tuple[str, DevTexts]]:
+    """Named dev sets: ``suite`` / ``suite-small`` / ``suite-tiny`` (the evaluation suite's dev
+    split, whole, cut to ``SMALL_*`` per task, or its CI size), else one set (``read_dev_set``).
+    Read before any model loads, so a bad name fails at once."""
+    sizes = {"suite": "full", "suite-small": "full", "suite-tiny": "tiny"}
+    if name in sizes:
+        from aegis_lab.evaluation.suite import load_suite
+
+        tasks = load_suite("dev", sizes[name])
+        if name == "suite-small":
+            return [(t.name, _small(t)) for t in tasks]
+        return [(t.name, (t.queries, t.documents, t.relevant, set(t.queries) | set(t.documents)))
+                for t in tasks]  # fmt: skip
+    return [(name, read_dev_set(name))]
 
 
 def read_dev_set(name: str) -> DevTexts:
@@ -63,78 +108,91 @@ def read_dev_set(name: str) -> DevTexts:
         q, d, rel, _ = load_dataset(name)
         texts = set(q) | set(d)
     else:
-        raise ValueError(f"dev set {name!r} is neither 'wordnet-dev' nor a JSON file")
+        raise ValueError(
+            f"dev set {name!r} is none of 'suite', 'suite-small', 'suite-tiny', 'wordnet-dev' "
+            "nor a JSON file"
+        )
     return q, d, rel, texts
 
 
-def embed_dev_set(dev_texts: DevTexts, teacher: Embedder, progress: bool) -> DevSet:
+def embed_dev_set(
+    dev_texts: DevTexts, teacher: Embedder, progress: bool, name: str = "dev"
+) -> DevSet:
     """The dev set with the teacher's vectors of its queries and documents (cached)."""
     q, d, rel, texts = dev_texts
     t_q = embed_cached(teacher, q, "query", progress)
     t_d = embed_cached(teacher, d, "document", progress)
-    return DevSet(q, d, rel, texts, t_q, t_d)
+    return DevSet(q, d, rel, texts, t_q, t_d, name)
+
+
+def embed_dev_sets(
+    sets: Sequence[tuple[str, DevTexts]], teacher: Embedder, progress: bool
+) -> list[DevSet]:
+    return [embed_dev_set(texts, teacher, progress, name) for name, texts in sets]
 
 
 class DevCheck:
-    """Scores the student on the dev set at checkpoints and keeps the weights of the best one.
+    """Scores the student on the dev sets at checkpoints and keeps the weights of the best one.
 
-    The teacher's dev documents, as an index scores them at each dim and encoding, are fixed,
-    so they are scored once here, not at every check.
+    With several sets (the suite's tasks) every score is their macro average; the full-dim
+    student→teacher nDCG@10 of each set is logged too. The teacher's dev documents, as an index
+    scores them at each dim and encoding, are fixed, so they are scored once here.
     """
 
     def __init__(
         self,
-        dev: DevSet,
+        dev: DevSet | Sequence[DevSet],
         name: str,
         metric: str,
         dims: Sequence[int],
         query_prompt: str,
         document_prompt: str,
     ) -> None:
-        self.dev = dev
+        self.sets = [dev] if isinstance(dev, DevSet) else list(dev)
         self.name = name
         self.metric = metric
         self.key = DEV_METRICS[metric]
         self.dims = list(dims)
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
-        self.teacher_docs: dict[tuple[int, str], np.ndarray] = {
-            (d, enc): score_vectors(dev.teacher_documents, d, enc, None)
-            for d in self.dims
-            for enc in ("float32", "binary")
-        }
+        self.teacher_docs: list[dict[tuple[int, str], np.ndarray]] = [
+            {
+                (d, enc): score_vectors(dev.teacher_documents, d, enc, None)
+                for d in self.dims
+                for enc in ("float32", "binary")
+            }
+            for dev in self.sets
+        ]
         self.rows: list[dict[str, Any]] = []  # the logged dev rows, in order
         self.best_step = -1
         self.best_score = float("-inf")
         self._best_state: dict[str, torch.Tensor] = {}
 
-    def score(self, model: StudentModel) -> dict[str, Any]:
-        """nDCG@10 of student queries against teacher documents at every Matryoshka dim, and
-        against student documents at full dim; ``metric`` picks the one to select on."""
-        dev, dims = self.dev, self.dims
-        model.eval()
-        vecs = []
+    def _embed(self, model: StudentModel, texts: list[str], prompt: str) -> np.ndarray:
+        """Student vectors, longest texts first in batches (little padding), in input order."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), model.out_dim), dtype=np.float32)
         with torch.no_grad():
-            for group, prompt in (
-                (dev.queries, self.query_prompt),
-                (dev.documents, self.document_prompt),
-            ):
-                parts = [
-                    model(_batch(model.emb, group[s : s + 128], prompt, 512)).cpu()
-                    for s in range(0, len(group), 128)
-                ]
-                vecs.append(torch.cat(parts).float().numpy())
-        model.train()
+            for s in range(0, len(order), 64):
+                idx = order[s : s + 64]
+                batch = _batch(model.emb, [texts[i] for i in idx], prompt, 512)
+                out[idx] = model(batch).float().cpu().numpy()
+        return out
+
+    def _score_set(self, model: StudentModel, i: int) -> dict[str, Any]:
+        dev, dims, teacher_docs = self.sets[i], self.dims, self.teacher_docs[i]
+        queries = self._embed(model, dev.queries, self.query_prompt)
+        documents = self._embed(model, dev.documents, self.document_prompt)
         per_dim = {
-            (d, enc): evaluate_pair(
-                score_vectors(vecs[0], d, enc, None), teacher_docs, dev.relevant
-            )[0]["ndcg_at_10"]
-            for (d, enc), teacher_docs in self.teacher_docs.items()
+            (d, enc): evaluate_pair(score_vectors(queries, d, enc, None), docs, dev.relevant)[0][
+                "ndcg_at_10"
+            ]
+            for (d, enc), docs in teacher_docs.items()
         }
         full = max(dims)
         s_s = evaluate_pair(
-            score_vectors(vecs[0], full, "float32", None),
-            score_vectors(vecs[1], full, "float32", None),
+            score_vectors(queries, full, "float32", None),
+            score_vectors(documents, full, "float32", None),
             dev.relevant,
         )[0]["ndcg_at_10"]
         floats = [v for (_, enc), v in per_dim.items() if enc == "float32"]
@@ -146,6 +204,27 @@ class DevCheck:
             "mean_float_binary_ndcg_at_10": float(np.mean(list(per_dim.values()))),
             "student_student_ndcg_at_10": s_s,
         }
+
+    def score(self, model: StudentModel) -> dict[str, Any]:
+        """nDCG@10 of student queries against teacher documents at every Matryoshka dim, and
+        against student documents at full dim (macro over the sets); ``metric`` picks the one
+        to select on."""
+        model.eval()
+        per_set = [self._score_set(model, i) for i in range(len(self.sets))]
+        model.train()
+        if len(per_set) == 1:
+            return per_set[0]
+        out: dict[str, Any] = {}
+        for key, value in per_set[0].items():
+            if isinstance(value, dict):
+                out[key] = {k: float(np.mean([p[key][k] for p in per_set])) for k in value}
+            else:
+                out[key] = float(np.mean([p[key] for p in per_set]))
+        out["tasks"] = {
+            dev.name: p["student_teacher_ndcg_at_10"]
+            for dev, p in zip(self.sets, per_set, strict=True)
+        }
+        return out
 
     def check(self, model: StudentModel, step: int) -> dict[str, Any]:
         """Score ``model`` at ``step``; keep a copy of its weights if it is the best so far (the

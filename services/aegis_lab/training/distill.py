@@ -31,7 +31,7 @@ import torch
 from aegis_lab.embedding_cache import cache_teacher_embeddings, embedding_cache_path
 from aegis_lab.training import LS_DENSE
 from aegis_lab.training.corpus import load_corpus
-from aegis_lab.training.dev import DevCheck, DevSet, DevTexts, embed_dev_set, read_dev_set
+from aegis_lab.training.dev import DevCheck, DevSet, DevTexts, embed_dev_sets, read_dev_sets
 from aegis_lab.training.loop import Paused, Trainer, split_corpus
 from aegis_lab.training.losses import matryoshka_loss
 from aegis_lab.training.outputs import write_outputs
@@ -122,7 +122,7 @@ class TeacherTargets:
     prompt_name: str | None  # the prompt the corpus was embedded with
     dims: list[int]  # the Matryoshka dims the loss compares
     space: dict[str, Any]  # the space manifest the student declares
-    dev: DevSet | None
+    dev: list[DevSet] | None
 
     @property
     def query_prompt(self) -> str:
@@ -149,7 +149,7 @@ def teacher_targets(
     teacher_dir: Path,
     student_dir: Path,
     texts: list[str],
-    dev_texts: DevTexts | None,
+    dev_texts: list[tuple[str, DevTexts]] | None,
     device: str,
 ) -> TeacherTargets:
     """Load the teacher, embed the corpus (cached) and the dev set, describe the space."""
@@ -181,7 +181,7 @@ def teacher_targets(
         prompt_name=prompt_name,
         dims=[int(d) for d in (cfg.dims or teacher.space.matryoshka_dims)],
         space=space,
-        dev=embed_dev_set(dev_texts, teacher, cfg.progress) if dev_texts else None,
+        dev=embed_dev_sets(dev_texts, teacher, cfg.progress) if dev_texts else None,
     )
 
 
@@ -200,7 +200,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # corpus (and the dev set's texts, read first so a bad name fails before any model loads)
-    dev_texts = read_dev_set(cfg.dev_set) if cfg.dev_set else None
+    dev_texts = read_dev_sets(cfg.dev_set) if cfg.dev_set else None
     teacher_path = resolve_model(cfg.teacher, progress=cfg.progress)
     student_path = resolve_model(cfg.student, progress=cfg.progress)
     out = Path(cfg.out)
@@ -219,7 +219,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     )
 
     dev, dims, query_prompt = targets.dev, targets.dims, targets.query_prompt
-    data = split_corpus(texts, targets.vectors, cfg, dev.texts if dev is not None else None)
+    held_out = set().union(*(d.texts for d in dev)) if dev else None
+    data = split_corpus(texts, targets.vectors, cfg, held_out)
     dev_check = None
     if dev is not None and cfg.dev_set:
         dev_check = DevCheck(
