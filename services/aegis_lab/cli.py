@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     align = sub.add_parser("align", help="fit the LS Dense map of builtin:query-linear",
                            description=ALIGN_DESCRIPTION)  # fmt: skip
     align_arguments(align)
+
+    from aegis_lab.data.query_corpus import add_arguments as corpus_arguments
+
+    corpus = sub.add_parser("corpus", help="query-distribution training corpus (build)")
+    corpus_arguments(corpus)
     return parser
 
 
@@ -264,6 +269,12 @@ def _eval_suite(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corpus(ns: argparse.Namespace) -> int:
+    from aegis_lab.data.query_corpus import main_args
+
+    return main_args(ns)
+
+
 def _cmd_align(ns: argparse.Namespace) -> int:
     from aegis_lab.training.linear_map import run
 
@@ -274,6 +285,7 @@ COMMANDS = {
     "align": _cmd_align,
     "bench": _cmd_bench,
     "chaos": _cmd_chaos,
+    "corpus": _cmd_corpus,
     "demo": _cmd_demo,
     "distill": _cmd_distill,
     "eval": _cmd_eval,

@@ -25,7 +25,8 @@ def report_synset_ids() -> set[str]:
 
 
 def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[str]:
-    """Texts from a file (one per line) or a package corpus: ``wordnet`` (eval synsets held out).
+    """Texts from a file (one per line), a package corpus: ``wordnet`` (eval synsets held out),
+    or the built query corpus: ``corpus:NAME`` / its directory (``aegis-lab corpus build``).
 
     ``wordnet`` is ``distillation_sentences`` minus every synset of the default WordNet
     retrieval set, so the report's dataset is never the distillation corpus.
@@ -34,9 +35,14 @@ def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[str]
         from aegis_lab.data.wordnet import distillation_sentences
 
         return distillation_sentences(limit, seed=seed, exclude_offsets=report_synset_ids())
+    if spec.startswith("corpus:") or (Path(spec) / "manifest.json").is_file():
+        # The query corpus (`aegis-lab corpus build`): a sample stratified across its sources.
+        from aegis_lab.data.query_corpus import sample_corpus
+
+        return sample_corpus(spec, limit, seed)
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"corpus {spec!r} is neither 'wordnet' nor a text file")
+        raise ValueError(f"corpus {spec!r} is neither 'wordnet', 'corpus:NAME' nor a text file")
     texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     texts = [t for t in texts if t]
     return texts if limit is None else texts[:limit]
