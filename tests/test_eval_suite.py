@@ -256,6 +256,7 @@ it worked for me.
 On Monday, Bob wrote:
 > My widget slips every time.
 > Any ideas?
+BB> And it squeaks.
 
 --
 Alice, widget fan

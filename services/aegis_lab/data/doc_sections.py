@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from aegis_lab.data.faq import read_doc_file
 from aegis_lab.data.manpages import cap_text
 from aegis_lab.data.markup import Section, clean_title, html_sections, rst_sections
@@ -98,7 +100,8 @@ def load_doc_sections(
     out: list[DocSection] = []
     for package, root in roots:
         found: list[DocSection] = []
-        for fmt, path in doc_files(package, root):
+        files = doc_files(package, root)
+        for fmt, path in tqdm(files, desc=f"sections of {package}", unit="file", leave=False):
             rel = path.relative_to(root).as_posix()
             for s in sections_of_file(read_doc_file(path), fmt):
                 title = clean_title(s.title)

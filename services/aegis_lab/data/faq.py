@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from aegis_lab.data.manpages import cap_text, roff_blocks
 from aegis_lab.data.markup import (
     Section,
@@ -205,7 +207,7 @@ def load_faqs(
     roots: dict[str, Path], sources: Iterable[FaqSource] = FAQ_SOURCES
 ) -> Iterator[FaqEntry]:
     """Entries of every source whose package root is in ``roots`` (missing files skipped)."""
-    for src in sources:
+    for src in tqdm(list(sources), desc="FAQ files", unit="file", leave=False):
         if src.package not in roots:
             continue
         path = roots[src.package] / src.path

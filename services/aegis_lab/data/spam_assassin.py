@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from aegis_lab.data.npm import npm_package_dir
 
 __all__ = [
@@ -42,6 +44,8 @@ _WROTE = re.compile(r"(?:wrote|writes|said)\s*:\s*$", re.I)
 _RULE = re.compile(r"^\s*(?:_{8,}|-{8,}|={8,}|~{8,})")
 _ORIGINAL = re.compile(r"^\s*-+\s*(?:original message|forwarded message)", re.I)
 _TAG = re.compile(r"<[^>]+>")
+# Quoted lines: "> text", "|> text" and initials-prefixed "JM> text".
+_QUOTED = re.compile(r"^\s*(?:[A-Za-z]{1,4})?\|?>")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def clean_body(text: str) -> str:
     for line in lines:
         if line.rstrip() in {"--", "-- "} or _ORIGINAL.match(line) or _RULE.match(line):
             break  # signature, forwarded/original message, or a list footer: the rest goes
-        if line.lstrip().startswith((">", "|>")):
+        if _QUOTED.match(line):
             continue
         kept.append(line)
     # Drop "On Mon, X wrote:" lines that introduced a (removed) quote.
@@ -131,7 +135,8 @@ def load_messages(
     """Ham messages in sorted file order (deterministic), unparseable ones skipped."""
     root = Path(root) if root is not None else spam_assassin_dir()
     for group in groups:
-        for path in sorted((root / "data" / group).glob("*.txt")):
+        paths = sorted((root / "data" / group).glob("*.txt"))
+        for path in tqdm(paths, desc=f"e-mail {group}", unit="msg", leave=False):
             data = path.read_bytes()
             try:
                 raw = data.decode("utf-8")

@@ -29,7 +29,8 @@ Label hygiene: documents are de-duplicated by normalized text; identical queries
 relevant sets; a pair is dropped when the document contains the query verbatim or the
 Jaccard overlap of their lowercase word sets exceeds ``NEAR_COPY_JACCARD`` (a near-copy: the
 query restates the document). Built tasks are cached as JSON under
-``cache_dir()/data/suite/`` keyed by the package versions and ``SUITE_FORMAT``.
+``cache_dir()/data/suite/`` keyed by the package versions, the settings and a digest of the
+building code (so a changed rule rebuilds them).
 
 ``held_out_texts()`` / ``held_out_sources()`` list everything the suite uses (both splits) so
 training corpora can exclude it; ``RESERVED_PACKAGES`` are never used here nor in training.
@@ -37,7 +38,9 @@ training corpora can exclude it; ``RESERVED_PACKAGES`` are never used here nor i
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -97,7 +100,7 @@ DEV_FRACTION = 0.3
 # longer cannot reach by merely sharing the topic's terms. Dropping them costs at most 1.5% of
 # the candidates (debian-packages), 0.6% (manpages), 0.4% (wordnet), < 0.1% elsewhere.
 NEAR_COPY_JACCARD = 0.4
-SUITE_FORMAT = 1  # bump when the building rules change: cached tasks are rebuilt
+SUITE_FORMAT = 1  # part of the cache key (with the building code's digest) and of the seeds
 SOURCE_KINDS = (
     "wordnet-synset",
     "gcide-headword",
@@ -717,10 +720,35 @@ _KEYS: dict[str, Callable[[], str]] = {
 }
 
 
+# The code that turns packages into tasks: a change to it rebuilds the cached tasks.
+_CODE_MODULES = (
+    "aegis_lab.evaluation.suite",
+    "aegis_lab.data.debian",
+    "aegis_lab.data.debian_descriptions",
+    "aegis_lab.data.doc_sections",
+    "aegis_lab.data.faq",
+    "aegis_lab.data.gcide",
+    "aegis_lab.data.manpages",
+    "aegis_lab.data.markup",
+    "aegis_lab.data.spam_assassin",
+    "aegis_lab.data.wordnet",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    h = hashlib.sha256()
+    for name in _CODE_MODULES:
+        h.update(Path(importlib.import_module(name).__file__ or name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _task_key(name: str) -> str:
+    """Package versions, the suite's settings and the building code, hashed."""
     if name not in _KEYS or name not in _POOLS:
         raise ValueError(f"unknown task {name!r}; the suite has {', '.join(SUITE)}")
-    config = repr((SUITE_FORMAT, SIZES, DEV_FRACTION, NEAR_COPY_JACCARD, _KEYS[name]()))
+    settings = (SUITE_FORMAT, SIZES, DEV_FRACTION, NEAR_COPY_JACCARD, _code_digest())
+    config = repr((settings, _KEYS[name]()))
     return hashlib.sha256(config.encode()).hexdigest()[:16]
 
 
