@@ -79,8 +79,9 @@ def test_naive_st_server_returns_the_models_vectors(model_link, student):
     assert cos.min() >= 0.9999, cos
 
 
-def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
-    """The Infinity driver's client, against a stdlib stand-in for POST /embeddings."""
+def test_infinity_client_keeps_connections_alive_against_an_embeddings_endpoint():
+    """The Infinity driver (httpx, HTTP/1.1 keep-alive pool), against a stdlib stand-in for
+    POST /embeddings that also closes idle connections (as uvicorn does after 5 s)."""
     seen: list[dict] = []
     connections: set[int] = set()
 
@@ -113,13 +114,13 @@ def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
     try:
 
         async def run() -> list[np.ndarray]:
-            async with peers.HttpClient(f"127.0.0.1:{server.server_port}") as client:
+            address = f"127.0.0.1:{server.server_port}"
+            async with peers.infinity_client(address, connections=3) as client:
                 outs = [await peers.infinity_embed(client, ["ab", "abcd"]) for _ in range(5)]
                 outs += await asyncio.gather(
                     *(peers.infinity_embed(client, ["x" * i]) for i in range(1, 4))
                 )
-                client.IDLE_REUSE_S = 60.0  # reuse what the server has closed meanwhile
-                await asyncio.sleep(0.6)
+                await asyncio.sleep(0.6)  # the server has closed the idle connections meanwhile
                 outs.append(await peers.infinity_embed(client, ["abc"]))
                 return outs
 
@@ -132,7 +133,32 @@ def test_http_client_keeps_connections_alive_against_an_embeddings_endpoint():
     assert [o[0, 0] for o in outs[5:]] == [1.0, 2.0, 3.0, 3.0]
     assert seen[0] == {"model": peers.INFINITY_MODEL_NAME, "input": ["ab", "abcd"],
                        "encoding_format": "base64"}  # fmt: skip
-    assert len(connections) <= 4  # sequential calls reused one connection
+    # Five sequential calls share one connection, three concurrent ones add at most two, and
+    # the call after the server closed them all opens one more.
+    assert len(connections) <= 4
+
+
+def test_infinity_model_dir_holds_the_model_and_only_our_onnx_export(tmp_path, student_dir):
+    onnx = tmp_path / "export" / "model.onnx"
+    onnx.parent.mkdir()
+    onnx.write_bytes(b"onnx")
+    out = peers.infinity_model_dir(student_dir, onnx, tmp_path / "peer")
+    assert (out / "model.onnx").resolve() == onnx.resolve()
+    assert (out / "modules.json").read_text() == (student_dir / "modules.json").read_text()
+    assert [p.name for p in out.rglob("*.onnx")] == ["model.onnx"]
+    assert {p.name for p in student_dir.iterdir() if p.suffix != ".onnx" and p.name != "onnx"} | {
+        "model.onnx"
+    } == {p.name for p in out.iterdir()}
+
+
+def test_unknown_peer_is_refused_before_anything_starts(tmp_path):
+    cfg = QueryBenchConfig(peers=["naive_st", "infinity_gpu"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown peers"):
+        run_query_bench(cfg)
+    assert QueryBenchConfig(peers=["infinity"]).peer_rows == ["infinity_torch", "infinity_onnx"]
+    assert QueryBenchConfig(peers=["infinity_onnx", "naive_st"]).peer_rows == [
+        "naive_st", "infinity_onnx"
+    ]  # fmt: skip
 
 
 def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everything(
@@ -154,22 +180,30 @@ def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everythin
     assert all(set(r) >= ROW_KEYS for r in rows)
     assert all(r["errors"] == 0 and r["requests"] > 0 and r["queries_per_s"] > 0 for r in rows)
     systems = {(r["system"], r["concurrency"]) for r in rows}
-    assert systems == {("in_process", 1), ("gateway_2proc", 4)} | {
-        (s, c) for s in ("encoder", "gateway", "naive_st") for c in (1, 4)
+    assert systems == {("in_process", 1), ("in_process_batched", 1), ("gateway_2proc", 4)} | {
+        (s, c) for s in ("encoder", "gateway", "gateway_embedded", "naive_st") for c in (1, 4)
     }
+    batched = next(r for r in rows if r["system"] == "in_process_batched")
+    assert batched["batch_size"] == 32 and batched["requests"] == 1  # 20 queries: one batch
     split = next(r for r in rows if r["system"] == "gateway_2proc")
     assert split["processes"] == 2 and split["threads_per_process"] == 1
     ratios = data["ratios"]
     assert ratios["throughput_concurrency"] == 4 and ratios["gateway_vs_infinity_qps"] is None
-    assert ratios["gateway_vs_naive_st_qps"] > 0 and ratios["gateway_2proc_vs_gateway_qps"] > 0
-    assert isinstance(ratios["gateway_p50_minus_in_process_p50_ms"], float)
-    assert any(n.startswith("infinity skipped") for n in data["notes"])
+    assert ratios["infinity_engine_at_throughput"] is None
+    for gw in ("gateway", "gateway_embedded"):
+        assert ratios[f"{gw}_vs_naive_st_qps"] > 0 and ratios[f"{gw}_vs_in_process_batched_qps"] > 0
+        assert isinstance(ratios[f"{gw}_p50_minus_in_process_p50_ms"], float)
+    assert ratios["gateway_2proc_vs_gateway_qps"] > 0
+    assert ratios["gateway_embedded_vs_gateway_qps"] > 0
+    assert any(n.startswith("infinity_torch, infinity_onnx skipped") for n in data["notes"])
 
     md = (tmp_path / "docs/benchmarks.md").read_text()
     assert md.count("<!-- section:query_path -->") == 1 and "## Query path" in md
     assert "gateway vs naive_st at 4 in flight" in md and "gateway ÷ naive_st" in md
+    assert "gateway_embedded vs naive_st at 4 in flight" in md
     assert "gateway vs infinity at 4 in flight: not measured" in md
-    assert "infinity skipped" in md and "query pool split at 4 in flight" in md
+    assert "embedded vs remote query pool at 4 in flight" in md
+    assert "infinity_onnx skipped" in md and "query pool split at 4 in flight" in md
     assert (tmp_path / "docs/results/query_path.png").stat().st_size > 10_000
 
     assert set(_children()) - before == set()

@@ -1,4 +1,4 @@
-"""The peers `bench query` compares against, run on the same model directory and cores.
+"""The peers the benches compare against, run on the same model directory and cores.
 
 `naive_st` is what a user would otherwise write: ``SentenceTransformer(model_dir)`` and one
 ``model.encode([text])`` per request behind a small server, no batching. It speaks our own
@@ -8,10 +8,15 @@ the same grpc.aio client as the encoder row and only the serving side differs. A
 one ``encode`` at a time: a shared fast tokenizer raises "Already borrowed" under concurrent
 calls, and parallel forwards would only oversubscribe the same cores.
 
-`infinity` is infinity-emb (``infinity_emb v2``, torch engine, CPU) from its own venv
-(scripts/install_infinity.sh), driven over REST ``POST /embeddings`` with base64 float32
-vectors through a small asyncio HTTP/1.1 keep-alive client (one connection per request in
-flight, reused), so per-request client work stays close to the gRPC client's.
+Infinity is infinity-emb (``infinity_emb v2``, CPU) from its own venv
+(scripts/install_infinity.sh), at its best on each of its two CPU engines: ``--engine torch``
+(sentence-transformers; row ``infinity_torch``) and ``--engine optimum`` (ONNX Runtime, with
+optimum's graph optimizer; row ``infinity_onnx``). The optimum engine only loads an ``.onnx``
+file it finds in the model directory, so it gets a scratch copy of the directory holding the
+ONNX export of the same transformer that aegis-serve's ``onnx`` backend runs
+(`infinity_model_dir`). It is driven over REST ``POST /embeddings`` with base64 float32
+vectors through ``httpx.AsyncClient`` (HTTP/1.1, a keep-alive pool as large as the requests
+in flight), so per-request client work stays close to the gRPC client's.
 
 Every server is a subprocess in its own session on 127.0.0.1 with a free port
 (`aegis_serve.supervisor.Child`), stopped (SIGTERM to its process group, then SIGKILL) by
@@ -21,9 +26,7 @@ whoever started it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import json
 import os
 import signal
 import socket
@@ -33,13 +36,20 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aegis_serve.models.st_dir import read_st_config
 from aegis_serve.supervisor import Child, ChildFailed
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_INFINITY_VENV = Path("/tmp/infinity-venv")
 INFINITY_MODEL_NAME = "peer"  # --served-model-name: the "model" field of each request
+# Bench row name -> `infinity_emb v2 --engine` value (its two CPU engines).
+INFINITY_ENGINES = {"infinity_torch": "torch", "infinity_onnx": "optimum"}
 NAIVE_WORKERS = 10  # grpc's helloworld example server
 
 
@@ -130,26 +140,74 @@ def find_infinity(explicit: str | None) -> Path | None:
     return default if default.is_file() and os.access(default, os.X_OK) else None
 
 
+def infinity_model_dir(model_dir: Path, onnx_file: Path, out: Path) -> Path:
+    """`out`: `model_dir`'s files (symlinked) plus `model.onnx` (the given export), for
+    Infinity's optimum engine, which loads the one ``.onnx`` file it finds there and writes its
+    optimized graph beside it (so never into the real model directory)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in model_dir.iterdir():
+        if entry.name == "onnx" or entry.suffix == ".onnx":
+            continue  # only our export: the same graph (and precision) as the onnx backend
+        target = out / entry.name
+        if not target.exists():
+            target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    link = out / "model.onnx"
+    if not link.exists():
+        link.symlink_to(onnx_file.resolve())
+    return out
+
+
+def onnx_export(model_dir: Path) -> Path:
+    """The cached ONNX export of `model_dir`'s transformer (the `onnx` backend's own file;
+    needs the `onnx` extra, else BackendUnavailable)."""
+    from aegis_serve.models.embedder import Embedder
+    from aegis_serve.models.onnx_runtime import prepared_model
+
+    emb = Embedder(model_dir)
+    return prepared_model(emb.model, emb.cfg.transformer_dir, "onnx", emb.max_tokens)
+
+
 def start_infinity(
     infinity_bin: Path,
     model_dir: Path,
     threads: int,
     *,
+    engine: str = "torch",
+    pooling: str = "auto",
     timeout: float = 300.0,
 ) -> Child:
-    """`infinity_emb v2` on 127.0.0.1 (CPU, torch engine, its own venv); returns once healthy."""
+    """`infinity_emb v2` on 127.0.0.1 (CPU, its own venv) with `engine` (torch or optimum;
+    for optimum, `model_dir` must hold an .onnx file: see `infinity_model_dir`); returns once
+    healthy.
+
+    The optimum engine is started in `model_dir` as `--model-id .`: infinity-emb hands the
+    .onnx path it found to optimum as `file_name`, and optimum 2 accepts only a name relative
+    to the directory (an absolute one fails at start: "Could not find any ONNX files with
+    target file name ..."). Its optimized graph goes to a Hugging Face cache of its own beside
+    `model_dir` (infinity keys that cache by the model id, which `.` would make shared)."""
+    if engine not in INFINITY_ENGINES.values():
+        raise ValueError(f"unknown infinity engine {engine!r}")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0",
                TOKENIZERS_PARALLELISM="false")  # fmt: skip
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [str(infinity_bin), "v2", "--model-id", str(model_dir),
-           "--served-model-name", INFINITY_MODEL_NAME, "--device", "cpu", "--engine", "torch",
-           "--no-bettertransformer", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "warning"]  # fmt: skip
+    engine_args = ["--engine", engine]
+    model_id, cwd = str(model_dir), None
+    if engine == "torch":
+        engine_args.append("--no-bettertransformer")
+    else:
+        model_id, cwd = ".", model_dir
+        env["HF_HUB_CACHE"] = str(model_dir.parent / f"{model_dir.name}-hf-cache")
+        # Its own pooling (the torch engine runs the directory's Pooling module): `auto`
+        # would be CLS pooling there, so the model's mode is passed on.
+        engine_args += ["--pooling-method", pooling]
+    cmd = [str(infinity_bin), "v2", "--model-id", model_id,
+           "--served-model-name", INFINITY_MODEL_NAME, "--device", "cpu", *engine_args,
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
     # (--log-level warning: no uvicorn access-log line per request, Infinity at its best)
-    peer = Child("infinity", cmd, env).start()
+    peer = Child(f"infinity_{engine}", cmd, env, cwd=cwd).start()
     peer.fields["address"] = f"127.0.0.1:{port}"  # it prints no READY line: probe /health
     try:
         deadline = time.monotonic() + timeout
@@ -172,110 +230,100 @@ def start_infinity(
     return peer
 
 
-class HttpClient:
-    """Minimal asyncio HTTP/1.1 keep-alive client: POST JSON, read a Content-Length or chunked
-    body. Idle connections are reused LIFO, so there is about one per request in flight.
+def infinity_client(address: str, connections: int, timeout: float = 60.0) -> httpx.AsyncClient:
+    """An HTTP/1.1 client for one Infinity server: a keep-alive pool of up to `connections`
+    (the most requests the bench keeps in flight), opened as needed and reused."""
+    import httpx
 
-    Like other keep-alive clients it does not reuse a connection idle for longer than the
-    server likely keeps it (uvicorn closes after 5 s), and retries once on a fresh one when
-    a reused connection turns out closed before any response byte came back.
-    """
-
-    IDLE_REUSE_S = 4.0
-
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
-        host, _, port = address.rpartition(":")
-        self.host, self.port, self.timeout = host, int(port), timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-        self._open: set[asyncio.StreamWriter] = set()
-
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        while self._idle:
-            reader, writer, since = self._idle.pop()
-            if time.monotonic() - since < self.IDLE_REUSE_S and not reader.at_eof():
-                return reader, writer, True
-            self._close(writer)
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        self._open.add(writer)
-        return reader, writer, False
-
-    async def post_json(self, path: str, payload: object) -> object:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        request = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        while True:
-            reader, writer, reused = await self._connection()
-            try:
-                writer.write(request)
-                status, data, keep = await asyncio.wait_for(self._response(reader), self.timeout)
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                self._close(writer)
-                started = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
-                if reused and not started:
-                    continue  # the server had closed it while idle: once more, fresh
-                raise
-            except BaseException:
-                self._close(writer)
-                raise
-            break
-        if keep:
-            self._idle.append((reader, writer, time.monotonic()))
-        else:
-            self._close(writer)
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
-        return json.loads(data)
-
-    @staticmethod
-    async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-        raw = await reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")
-                    break
-                parts.append(await reader.readexactly(size))
-                await reader.readexactly(2)
-            data = b"".join(parts)
-        else:
-            data = await reader.readexactly(int(headers.get("content-length", "0")))
-        return status, data, headers.get("connection", "").lower() != "close"
-
-    def _close(self, writer: asyncio.StreamWriter) -> None:
-        self._open.discard(writer)
-        writer.close()
-
-    async def aclose(self) -> None:
-        self._idle.clear()
-        for writer in list(self._open):
-            self._close(writer)
-
-    async def __aenter__(self) -> HttpClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=4.0
+    )  # (uvicorn closes idle connections after 5 s; httpx drops ours before that)
+    return httpx.AsyncClient(base_url=f"http://{address}", limits=limits, timeout=timeout)
 
 
-async def infinity_embed(client: HttpClient, texts: Sequence[str]) -> np.ndarray:
+async def infinity_embed(client: httpx.AsyncClient, texts: Sequence[str]) -> np.ndarray:
     """One OpenAI-style /embeddings call (base64 float32 rows), as a (len(texts), dim) array."""
-    out = await client.post_json(
+    resp = await client.post(
         "/embeddings",
-        {"model": INFINITY_MODEL_NAME, "input": list(texts), "encoding_format": "base64"},
+        json={"model": INFINITY_MODEL_NAME, "input": list(texts), "encoding_format": "base64"},
     )
-    rows = sorted(out["data"], key=lambda d: d["index"])  # type: ignore[index]
+    if resp.status_code != 200:
+        raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:300]!r}")
+    rows = sorted(resp.json()["data"], key=lambda d: d["index"])
     return np.stack([np.frombuffer(base64.b64decode(r["embedding"]), dtype="<f4") for r in rows])
+
+
+def infinity_version(binary: Path) -> str:
+    """`infinity-emb X torch Y` of the venv that holds `binary` (for the report's notes)."""
+    import subprocess
+
+    python = binary.parent / "python"
+    code = (
+        "import infinity_emb, torch; v = ['infinity-emb', infinity_emb.__version__, 'torch', "
+        "torch.__version__]\ntry:\n import onnxruntime, optimum.version\n v += ['optimum', "
+        "optimum.version.__version__, 'onnxruntime', onnxruntime.__version__]\n"
+        "except Exception:\n pass\nprint(*v)"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "infinity-emb (version unknown)"
+
+
+def start_infinity_peers(
+    engines: Sequence[str],
+    infinity_bin: str | None,
+    model_dir: Path,
+    threads: int,
+    scratch: Path,
+    notes: list[str],
+) -> list[tuple[str, Child]]:
+    """Start Infinity on each engine asked for (`infinity_torch`, `infinity_onnx`), one after
+    the other; returns (row name, server) for those that serve. What is not installed or
+    fails to start is skipped with a line in `notes`. The caller stops the servers."""
+    if not engines:
+        return []
+    binary = find_infinity(infinity_bin)
+    if binary is None:
+        notes.append(
+            f"{', '.join(engines)} skipped: no {DEFAULT_INFINITY_VENV}/bin/infinity_emb "
+            "(run scripts/install_infinity.sh or pass --infinity-bin)"
+        )
+        return []
+    notes.append(f"infinity: {infinity_version(binary)} from {binary.parent.parent}")
+    started: list[tuple[str, Child]] = []
+    for name in engines:
+        engine = INFINITY_ENGINES[name]
+        peer_dir, pooling = model_dir, "auto"
+        if engine == "optimum":
+            pooling = read_st_config(model_dir).pooling_mode
+            if pooling not in ("mean", "cls"):
+                notes.append(f"{name} skipped: its optimum engine pools by mean or cls only, "
+                             f"the model by {pooling}")  # fmt: skip
+                continue
+            try:
+                onnx = onnx_export(model_dir)
+            except Exception as exc:  # the onnx extra missing, or the export failing
+                notes.append(f"{name} skipped: no ONNX export ({str(exc).splitlines()[0]})")
+                continue
+            peer_dir = infinity_model_dir(model_dir, onnx, scratch / f"{model_dir.name}-onnx")
+        try:
+            peer = start_infinity(binary, peer_dir, threads, engine=engine, pooling=pooling)
+            started.append((name, peer))
+        except (RuntimeError, OSError) as exc:
+            notes.append(f"{name} failed to start: {str(exc).splitlines()[0]}")
+            continue
+        how = "--engine torch --no-bettertransformer" if engine == "torch" else (
+            f"--engine optimum --pooling-method {pooling} (ONNX Runtime CPU, its graph optimizer "
+            "on; the fp32 ONNX export aegis-serve's onnx backend runs)"
+        )  # fmt: skip
+        notes.append(f"{name}: `infinity_emb v2 {how} --device cpu`, REST /embeddings (base64)")
+        if "Optimization failed" in " ".join(peer.output.split()):
+            notes.append(f"{name}: infinity's graph optimization failed at start (see its log); "
+                         "it runs the unoptimized graph")  # fmt: skip
+    return started
 
 
 # ------------------------------------------------------------------ entry point
