@@ -67,7 +67,7 @@ def test_macro_rows_average_each_metric_over_tasks() -> None:
 def test_suite_rows_frontier_and_report(models, tmp_path: Path) -> None:
     teacher, same, other = models
     result = evaluate_suite(
-        [Candidate("same", str(same)), Candidate("other", str(other))],
+        [Candidate("same", str(same)), Candidate("other", str(other), documents=False)],
         str(teacher), timing_queries=5, progress=False, backend="torch",
     )  # fmt: skip
     rows = result["rows"]
@@ -86,6 +86,8 @@ def test_suite_rows_frontier_and_report(models, tmp_path: Path) -> None:
             assert r["ndcg_at_10"] == pytest.approx(twin["ndcg_at_10"], abs=1e-6)
             assert r["teacher_agreement_at_10"] == pytest.approx(1.0)
     assert suite_eval.ratio(rows, "same", 256, "float32") == pytest.approx(1.0)
+    # A probe without documents: student->teacher rows only.
+    assert {r["document_model"] for r in rows if r["query_model"] == "other"} == {"teacher"}
 
     out = write_suite_report(
         result, "same", "aegis-lab eval --suite", tmp_path / "alignment.md",
@@ -97,6 +99,7 @@ def test_suite_rows_frontier_and_report(models, tmp_path: Path) -> None:
             "ndcg_ratio_int8", "ndcg_ratio_binary"}  # fmt: skip
     assert all(keys <= set(f) for f in frontier)
     assert frontier[1]["ndcg_ratio_full"] == pytest.approx(1.0) and frontier[1]["layers"] == 2
+    assert frontier[2]["macro_ndcg_student_student"] is None
     payload = json.loads((tmp_path / "results" / "alignment.json").read_text())
     assert {r["query_model"] for r in payload["rows"]} == {"teacher", "student"}
     assert any(r["task"] == "macro" for r in payload["rows"])

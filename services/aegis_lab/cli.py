@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "added as 'default' unless one is named by --default)",
     )
     ev.add_argument("--default", default="", help="the --student NAME the targets are checked on")
+    ev.add_argument(
+        "--all-student-documents",
+        action="store_true",
+        help="embed the documents with every student (student→student rows for all, not just "
+        "the default; documents are most of the cost)",
+    )
     ev.add_argument("--split", choices=["dev", "test"], default="test", help="suite split")
     ev.add_argument("--size", choices=["full", "tiny"], default="full", help="suite size")
     ev.add_argument("--tasks", default="", help="comma-separated suite tasks (default: all)")
@@ -253,7 +259,10 @@ def _eval_suite(ns: argparse.Namespace) -> int:
     if default not in students:
         students = {default: ns.query_model, **students}
     result = evaluate_suite(
-        [Candidate(name, spec) for name, spec in students.items()],
+        [
+            Candidate(name, spec, documents=ns.all_student_documents or name == default)
+            for name, spec in students.items()
+        ],
         ns.document_model,
         split=ns.split,
         size=ns.size,

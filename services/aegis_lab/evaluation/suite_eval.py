@@ -32,10 +32,16 @@ METRICS = ("ndcg_at_10", "recall_at_10", "mrr_at_10", "teacher_agreement_at_10")
 
 @dataclass(frozen=True)
 class Candidate:
-    """A query model to score: a name for the tables and a model spec (dir or builtin)."""
+    """A query model to score: a name for the tables and a model spec (dir or builtin).
+
+    ``documents``: also embed the documents with it (student→student rows). The default
+    student needs them (its target compares the two); a frontier probe can skip them, which
+    saves most of its cost (documents are long, queries short).
+    """
 
     name: str
     spec: str
+    documents: bool = True
 
 
 def _embedder(spec: str, backend: str, threads: int | None) -> Any:
@@ -156,7 +162,7 @@ def frontier_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "macro_ndcg_student_teacher": _find(
                 rows, "macro", "teacher" if is_teacher else name, "teacher", full, "float32"
             ),
-            "macro_ndcg_student_student": None if is_teacher else _find(
+            "macro_ndcg_student_student": None if is_teacher or not info["documents"] else _find(
                 rows, "macro", name, name, full, "float32"
             ),
         })  # fmt: skip
@@ -215,7 +221,7 @@ def evaluate_suite(
         "name": "teacher", "spec": document_model, "model_id": teacher.space.model_id,
         "space_id": teacher.space.space_id, "layers": teacher.num_layers,
         "params": parameter_count(teacher),
-        "p50_ms": single_query_p50_ms(teacher, timing_texts, timing_queries),
+        "p50_ms": single_query_p50_ms(teacher, timing_texts, timing_queries), "documents": True,
     }  # fmt: skip
     del teacher
     infos = [teacher_info]
@@ -228,8 +234,11 @@ def evaluate_suite(
             )
         for task in suite:
             s_q = embed_cached(student, task.queries, "query", progress)
-            s_d = embed_cached(student, task.documents, "document", progress)
-            for dm, dv in (("teacher", teacher_docs[task.name]), (cand.name, s_d)):
+            against = [("teacher", teacher_docs[task.name])]
+            if cand.documents:
+                against.append((cand.name, embed_cached(student, task.documents, "document",
+                                                        progress)))  # fmt: skip
+            for dm, dv in against:
                 task_rows, _ = _rows_for(task.name, cand.name, dm, s_q, dv, task.relevant,
                                          dims, calibration, refs[task.name])  # fmt: skip
                 rows.extend(task_rows)
@@ -238,6 +247,7 @@ def evaluate_suite(
             "space_id": student.space.space_id, "layers": student.num_layers,
             "params": parameter_count(student),
             "p50_ms": single_query_p50_ms(student, timing_texts, timing_queries),
+            "documents": cand.documents,
         })  # fmt: skip
         del student
     rows.extend(macro_rows(rows))
