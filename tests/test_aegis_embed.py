@@ -103,3 +103,44 @@ def test_packed_attention_is_modernbert_only(student_dir):
 
     with pytest.raises(ModelDirError, match="ModernBERT"):
         Embedder(student_dir, attention="packed")
+
+
+def test_auto_attention_rule_packs_several_texts_and_pads_a_lone_one():
+    from aegis_serve.models.embedder import packs_batch
+
+    assert not packs_batch("auto", [32768]) and not packs_batch("auto", [5])
+    assert packs_batch("auto", [5, 2000]) and packs_batch("auto", [40] * 64)
+    assert packs_batch("packed", [32768]) and not packs_batch("padded", [40] * 64)
+
+
+def test_auto_attention_is_padded_on_cpu(tiny_dir):
+    auto = Embedder(tiny_dir, attention="auto")
+    assert auto.attention == "padded" and not auto.packs_sequences
+    assert auto.hf_config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("layers", [0, 3])
+def test_auto_attention_decides_per_batch_and_both_paths_give_the_padded_vectors(tiny_dir, layers):
+    """`auto` as it resolves on CUDA (FlexAttention compiled there), run here on CPU: a
+    lone text goes padded through SDPA, several go packed, and the vectors do not change."""
+    from aegis_serve.models.packed_attention import ATTN_NAME, PackedBatch
+
+    padded = Embedder(tiny_dir, attention="padded")
+    auto = Embedder(tiny_dir, attention="packed")
+    auto.attention = "auto"  # what _resolve_attention returns for ModernBERT on CUDA
+    texts = [*TEXTS, "word " * 150, "x"]
+    reference = padded.embed(texts, layers=layers)
+
+    lone = auto.collate(auto.tokenize(["word " * 150]))
+    assert isinstance(lone, dict)
+    alone = auto.forward(lone, layers)
+    assert auto.hf_config._attn_implementation == "sdpa"
+    several = auto.collate(auto.tokenize(texts))
+    assert isinstance(several, PackedBatch)
+    together = auto.forward(several, layers)
+    assert auto.hf_config._attn_implementation == ATTN_NAME
+    assert float((alone[0] * reference[3]).sum()) >= 0.9999
+    assert ((together * reference).sum(1)).min() >= 0.9999
+    lone_again = auto.forward(auto.collate(auto.tokenize(["x"])), layers)  # and back again
+    assert auto.hf_config._attn_implementation == "sdpa"
+    assert float((lone_again[0] * reference[4]).sum()) >= 0.9999

@@ -68,7 +68,9 @@ class EncoderSettings(CommonSettings):
         "torch", description="CPU model runtime; onnx* need the `onnx` extra (full depth only)"
     )
     attention: Literal["auto", "packed", "padded"] = Field(
-        "auto", description="packed = one sequence per batch with FlexAttention (ModernBERT)"
+        "auto",
+        description="packed = one sequence per batch with FlexAttention (ModernBERT); auto = "
+        "per batch on CUDA ModernBERT (several texts packed, a lone text padded), else padded",
     )
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward pass")
     max_batch_texts: int = Field(256, ge=1, description="texts per forward pass")

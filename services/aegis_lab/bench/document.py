@@ -1,10 +1,23 @@
-"""`aegis-lab bench document`: the document pool through the gateway vs the raw HF forward.
+"""`aegis-lab bench document`: the document pool through the gateway vs the baselines.
 
 One run, one machine: the encoder and gateway run as separate processes (as deployed) and a
-closed-loop client drives a fixed mixed-length corpus (log-uniform 32–2048 tokens) at several
-concurrencies and layer-exit depths; long single inputs (8K, 32K) check the long-context path
-and memory. Then, in the same run, the raw Hugging Face forward of the same texts in padded
-batches (same dtype, SDPA) gives the ceiling a naive server would reach.
+closed-loop client drives a fixed mixed-length corpus (log-uniform 32–2048 tokens, capped at
+the model's limit) at several concurrencies and layer-exit depths; long single inputs (8K,
+32K) check the long-context path and memory. In the same run, the baselines a user would
+otherwise run embed the same texts in the same dtype, one batch at a time:
+
+- `raw_hf_sorted`: the raw Hugging Face forward (AutoModel, SDPA, mean pooling) on
+  length-sorted batches, as sentence-transformers' `encode` batches them;
+- `st_encode`: `SentenceTransformer.encode` itself, on those same sorted batches;
+- `raw_hf` (GPU run only): the raw forward on padded batches in corpus order (the naive
+  server; the earlier headline compared against it).
+
+Two modes, by device. GPU (`--device cuda`, e.g. `aegis:full`): the above plus attention
+modes and layer exit, written to docs/results/document_pool.json. CPU (`--device cpu`, e.g.
+the default document model `builtin:document`): the gateway vs `st_encode` vs
+`raw_hf_sorted` vs Infinity (its torch and optimum engines, bench/peers.py) at each
+concurrency, rows `{path: gateway|st_encode|raw_hf_sorted|infinity, concurrency, docs_per_s,
+p50_ms, ...}` written to docs/results/document_pool_cpu.json.
 """
 
 from __future__ import annotations
@@ -13,8 +26,10 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +69,21 @@ class DocumentBenchConfig:
     attention: list[str] = field(default_factory=lambda: ["padded"])
     command: str = ""
     progress: bool = True
+    threads: int = 0  # CPU runs: torch threads of every system (0 = torch default: all cores)
+    cpu_mode: bool | None = None  # None: when device is cpu
+    infinity_bin: str | None = None  # CPU runs: None = the default venv's (else skipped)
+    peers: list[str] = field(default_factory=lambda: ["infinity_torch", "infinity_onnx"])
+    backends: list[str] = field(default_factory=list)  # encoder backends; empty = _backends
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cpu(self) -> bool:
+        return self.device == "cpu" if self.cpu_mode is None else self.cpu_mode
+
+    @property
+    def results_name(self) -> str:
+        """docs/results/<name>.json|png and the benchmarks.md section."""
+        return "document_pool_cpu" if self.cpu else "document_pool"
 
 
 def prepare_model(spec: str) -> Path:
@@ -127,19 +157,58 @@ def _row(
     }
 
 
+@dataclass
+class Corpus:
+    """The texts every path embeds, their token counts (capped at the model's limit) and
+    how they are cut into requests."""
+
+    texts: list[str]
+    tokens: list[int]
+    per_request: int
+
+    @property
+    def requests(self) -> list[list[str]]:
+        return chunks(self.texts, self.per_request)
+
+    def sorted_batches(self, size: int) -> tuple[list[list[str]], list[int]]:
+        """Batches of `size` texts, longest first (the order sentence-transformers' encode
+        batches in), and their token counts."""
+        order = sorted(range(len(self.texts)), key=lambda i: -self.tokens[i])
+        texts = [self.texts[i] for i in order]
+        tokens = [self.tokens[i] for i in order]
+        return chunks(texts, size), [sum(tokens[i : i + size]) for i in range(0, len(texts), size)]
+
+
+async def _load_row(
+    path: str,
+    call: Callable[[int], Awaitable[int]],
+    cfg: DocumentBenchConfig,
+    corpus: Corpus,
+    concurrency: int,
+    layers: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One closed-loop run of the corpus' requests at `concurrency` in flight, as a row."""
+    requests = corpus.requests
+    res = await run_load(call, len(requests), concurrency, max_seconds=cfg.max_seconds,
+                         label=f"{path} c={concurrency} L={layers}",
+                         progress=cfg.progress)  # fmt: skip
+    tokens = int(sum(corpus.tokens) * res.units / len(corpus.texts))
+    return _row(path, layers, "mixed", concurrency, res.units, tokens, res.wall_s, res.latencies,
+                docs_per_request=corpus.per_request, errors=res.errors, **extra)  # fmt: skip
+
+
 async def _drive_gateway(
     cfg: DocumentBenchConfig,
     address: str,
-    corpus: list[str],
-    token_counts: list[int],
+    corpus: Corpus,
     depths: list[int],
     long_texts: dict[int, str],
     full_depth: int,
 ) -> list[dict[str, Any]]:
     from aegis_client import AsyncEmbedClient
 
-    requests = chunks(corpus, cfg.docs_per_request)
-    total_tokens = sum(token_counts)
+    requests = corpus.requests
     rows: list[dict[str, Any]] = []
     async with AsyncEmbedClient(address, timeout=600) as client:
         for depth in depths:  # warm-up: every depth, a few batch shapes
@@ -147,7 +216,7 @@ async def _drive_gateway(
                 await client.embed(req, "document", layers=depth)
         layer_conc = cfg.layer_concurrency or max(cfg.concurrency)
         plan = [(c, 0) for c in cfg.concurrency]
-        if layer_conc not in cfg.concurrency:
+        if len(depths) > 1 and layer_conc not in cfg.concurrency:
             plan.append((layer_conc, 0))
         plan += [(layer_conc, d) for d in depths if d != full_depth]
         for concurrency, depth in plan:
@@ -156,28 +225,8 @@ async def _drive_gateway(
                 await client.embed(requests[i], "document", layers=depth)
                 return len(requests[i])
 
-            res = await run_load(
-                call,
-                len(requests),
-                concurrency,
-                max_seconds=cfg.max_seconds,
-                label=f"gateway c={concurrency} L={depth or full_depth}",
-                progress=cfg.progress,
-            )
-            share = res.units / len(corpus)
             rows.append(
-                _row(
-                    "gateway",
-                    depth or full_depth,
-                    "mixed",
-                    concurrency,
-                    res.units,
-                    int(total_tokens * share),
-                    res.wall_s,
-                    res.latencies,
-                    docs_per_request=cfg.docs_per_request,
-                    errors=res.errors,
-                )
+                await _load_row("gateway", call, cfg, corpus, concurrency, depth or full_depth)
             )
         for n, text in long_texts.items():
             lat = []
@@ -186,128 +235,142 @@ async def _drive_gateway(
                 result = await client.embed([text], "document")
                 lat.append(time.perf_counter() - start)
             tokens = result.input_tokens
-            rows.append(
-                _row(
-                    "gateway",
-                    full_depth,
-                    f"single-{n}",
-                    1,
-                    3,
-                    3 * tokens,
-                    sum(lat),
-                    lat,
-                    docs_per_request=1,
-                    tokens_per_doc=tokens,
-                )
-            )
+            rows.append(_row("gateway", full_depth, f"single-{n}", 1, 3, 3 * tokens, sum(lat),
+                             lat, docs_per_request=1, tokens_per_doc=tokens))  # fmt: skip
     return rows
 
 
 def run_servers(
     cfg: DocumentBenchConfig,
     model_dir: Path,
-    corpus: list[str],
-    token_counts: list[int],
+    corpus: Corpus,
     depths: list[int],
     long_texts: dict[int, str],
     full_depth: int,
     attention: str = "padded",
+    backend: str = "torch",
 ) -> tuple[list[dict[str, Any]], int]:
     from aegis_serve.supervisor import Child, serve_argv, stop_all
 
     # Tokenizer threads stay on: the encoder tokenizes in worker threads (no fork after use).
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     enc_args = [
-        "encoder",
-        "--attention",
-        attention,
-        "--role",
-        "document",
-        "--model",
-        str(model_dir),
-        "--port",
-        "0",
-        "--device",
-        cfg.device,
-        "--max-batch-tokens",
-        str(cfg.max_batch_tokens),
-        "--max-queue-texts",
-        "100000",
-        "--max-message-bytes",
-        str(256 * 2**20),
-    ]
+        "encoder", "--attention", attention, "--role", "document", "--model", str(model_dir),
+        "--port", "0", "--device", cfg.device, "--max-batch-tokens", str(cfg.max_batch_tokens),
+        "--max-queue-texts", "100000", "--max-message-bytes", str(256 * 2**20),
+    ]  # fmt: skip
     if cfg.dtype:
         enc_args += ["--dtype", cfg.dtype]
+    if cfg.threads:
+        enc_args += ["--threads", str(cfg.threads)]
+    if backend != "torch":
+        enc_args += ["--backend", backend]
     encoder = Child("encoder", serve_argv(*enc_args), env).start()
     children = [encoder]
     try:
         encoder.wait_ready(900)
         # The query pool is left out on purpose (an unused address): only documents are driven.
-        gateway = Child(
-            "gateway",
-            serve_argv(
-                "gateway",
-                "--port",
-                "0",
-                "--query",
-                "127.0.0.1:9",
-                "--document",
-                encoder.address,
-                "--encoder-timeout-s",
-                "600",
-                "--max-message-bytes",
-                str(256 * 2**20),
-            ),
-            env,
-        ).start()
+        gw_args = ["gateway", "--port", "0", "--query", "127.0.0.1:9", "--document",
+                   encoder.address, "--encoder-timeout-s", "600",
+                   "--max-message-bytes", str(256 * 2**20)]  # fmt: skip
+        gateway = Child("gateway", serve_argv(*gw_args), env).start()
         children.insert(0, gateway)
         gateway.wait_ready(120)
         with GpuMemorySampler() as mem:
             rows = asyncio.run(
-                _drive_gateway(
-                    cfg, gateway.address, corpus, token_counts, depths, long_texts, full_depth
-                )
+                _drive_gateway(cfg, gateway.address, corpus, depths, long_texts, full_depth)
             )
         return rows, mem.peak_mib
     finally:
         stop_all(children, 5)
 
 
+def _dtype(cfg: DocumentBenchConfig) -> str:
+    return cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
+
+
+def _document_prompt(model_dir: Path) -> str:
+    """The prompt the document pool puts before each text (as the encoder resolves it)."""
+    from aegis_serve.models.st_dir import read_st_config
+
+    st = read_st_config(model_dir)
+    name = "document" if "document" in st.prompts else (st.default_prompt_name or "")
+    return st.prompts.get(name, "") if name else ""
+
+
+def _timed_batches(
+    embed: Callable[[list[str]], Any],
+    sync: Callable[[], None],
+    batches: list[list[str]],
+    cfg: DocumentBenchConfig,
+) -> tuple[list[float], int, float, int]:
+    """Warm up on 3 batches, then embed batches one at a time until done or max_seconds:
+    (latencies, docs, wall seconds, batches done)."""
+    for b in batches[:3]:
+        embed(b)
+    sync()
+    lat, done = [], 0
+    deadline = time.monotonic() + cfg.max_seconds
+    start = time.perf_counter()
+    for b in batches:
+        t0 = time.perf_counter()
+        embed(b)
+        sync()
+        lat.append(time.perf_counter() - t0)
+        done += len(b)
+        if time.monotonic() > deadline:
+            break
+    return lat, done, time.perf_counter() - start, len(lat)
+
+
+def _sync(device: str) -> Callable[[], None]:
+    import torch
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return sync
+
+
 def run_raw_hf(
     cfg: DocumentBenchConfig,
     model_dir: Path,
-    corpus: list[str],
+    corpus: Corpus,
     depths: list[int],
     long_texts: dict[int, str],
     full_depth: int,
 ) -> list[dict[str, Any]]:
-    """Padded batches in corpus order: AutoModel + SDPA + mean pooling, same dtype."""
+    """AutoModel + SDPA + mean pooling, same dtype, one batch at a time: length-sorted batches
+    (`raw_hf_sorted`, as sentence-transformers batches) and, on GPU runs, padded batches in
+    corpus order (`raw_hf`)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from aegis_serve.models.embedder import DTYPES
     from aegis_serve.models.st_dir import read_st_config
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     st = read_st_config(model_dir)
-    dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
+    prompt = _document_prompt(model_dir)
     tok = AutoTokenizer.from_pretrained(str(st.transformer_dir))
+    dtype = DTYPES[_dtype(cfg)]
     try:  # SDPA where the architecture has it (as the encoder does), else its default
         model = AutoModel.from_pretrained(
-            str(st.transformer_dir), dtype=DTYPES[dtype], attn_implementation="sdpa"
+            str(st.transformer_dir), dtype=dtype, attn_implementation="sdpa"
         )
     except ValueError:
-        model = AutoModel.from_pretrained(str(st.transformer_dir), dtype=DTYPES[dtype])
+        model = AutoModel.from_pretrained(str(st.transformer_dir), dtype=dtype)
     model = model.to(cfg.device).eval()
     layer_list = model.layers if hasattr(model, "layers") else model.encoder.layer
     owner = model if hasattr(model, "layers") else model.encoder
     attr = "layers" if hasattr(model, "layers") else "layer"
-
-    def sync() -> None:
-        if cfg.device.startswith("cuda"):
-            torch.cuda.synchronize()
+    sync = _sync(cfg.device)
 
     @torch.inference_mode()
     def embed(texts: list[str]) -> int:
+        texts = [prompt + t for t in texts] if prompt else texts
         enc = tok(texts, padding=True, truncation=True, return_tensors="pt").to(cfg.device)
         hidden = model(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -315,33 +378,106 @@ def run_raw_hf(
         torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
         return int(enc["attention_mask"].sum())
 
+    orders = {"raw_hf_sorted": corpus.sorted_batches(cfg.raw_batch_size)}
+    if not cfg.cpu:  # the naive server's order, kept on GPU runs for continuity
+        batches = chunks(corpus.texts, cfg.raw_batch_size)
+        sizes = [sum(corpus.tokens[i : i + cfg.raw_batch_size])
+                 for i in range(0, len(corpus.texts), cfg.raw_batch_size)]  # fmt: skip
+        orders["raw_hf"] = (batches, sizes)
     rows = []
-    batches = chunks(corpus, cfg.raw_batch_size)
     for depth in [full_depth] + [d for d in depths if d != full_depth]:
         setattr(owner, attr, torch.nn.ModuleList(list(layer_list)[:depth]))
-        for b in batches[:3]:
-            embed(b)
-        sync()
-        lat, tokens = [], 0
-        deadline = time.monotonic() + cfg.max_seconds
-        start = time.perf_counter()
-        done = 0
-        for b in batches:
-            t0 = time.perf_counter()
-            tokens += embed(b)
-            sync()
-            lat.append(time.perf_counter() - t0)
-            done += len(b)
-            if time.monotonic() > deadline:
-                break
-        wall = time.perf_counter() - start
-        rows.append(
-            _row(
-                "raw_hf", depth, "mixed", 1, done, tokens, wall, lat, batch_size=cfg.raw_batch_size
-            )
-        )
+        for path, (batches, sizes) in orders.items():
+            lat, done, wall, n = _timed_batches(embed, sync, batches, cfg)
+            rows.append(_row(path, depth, "mixed", 1, done, sum(sizes[:n]), wall, lat,
+                             batch_size=cfg.raw_batch_size))  # fmt: skip
     setattr(owner, attr, layer_list)
     return rows + _raw_long(embed, sync, long_texts, full_depth)
+
+
+def run_st_encode(
+    cfg: DocumentBenchConfig, model_dir: Path, corpus: Corpus
+) -> list[dict[str, Any]]:
+    """`SentenceTransformer.encode` on the same length-sorted batches, same dtype (full depth;
+    sentence-transformers has no layer exit). Skipped, with a note, when not installed."""
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        cfg.notes.append("st_encode skipped: sentence-transformers is not installed")
+        return []
+    from aegis_serve.models.embedder import DTYPES
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[_dtype(cfg)], "attn_implementation": "sdpa"}
+    try:
+        model = SentenceTransformer(str(model_dir), device=cfg.device, model_kwargs=kwargs)
+    except (ValueError, ImportError):  # no SDPA for this architecture: its default
+        kwargs.pop("attn_implementation")
+        model = SentenceTransformer(str(model_dir), device=cfg.device, model_kwargs=kwargs)
+    prompt_name = "document" if "document" in (model.prompts or {}) else None
+    batches, sizes = corpus.sorted_batches(cfg.raw_batch_size)
+
+    def embed(texts: list[str]) -> None:
+        model.encode(texts, batch_size=len(texts), prompt_name=prompt_name,
+                     convert_to_numpy=True)  # fmt: skip
+
+    lat, done, wall, n = _timed_batches(embed, _sync(cfg.device), batches, cfg)
+    full = len(_layer_list_of(model))
+    return [_row("st_encode", full, "mixed", 1, done, sum(sizes[:n]), wall, lat,
+                 batch_size=cfg.raw_batch_size)]  # fmt: skip
+
+
+def _layer_list_of(model: Any) -> Any:
+    auto = model[0].auto_model
+    return auto.layers if hasattr(auto, "layers") else auto.encoder.layer
+
+
+def run_infinity(
+    cfg: DocumentBenchConfig, model_dir: Path, corpus: Corpus, full_depth: int
+) -> list[dict[str, Any]]:
+    """Infinity (bench/peers.py) on each of its CPU engines, one loaded at a time, driven like
+    the gateway: the corpus' requests at each concurrency (path `infinity`, `engine` names
+    which). Skipped, with a note, when not installed or when it fails to start."""
+    from aegis_lab.bench.peers import INFINITY_ENGINES, start_infinity_peers
+
+    engines = [p for p in cfg.peers if p in INFINITY_ENGINES]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="infinity-peer-") as scratch:
+        threads = cfg.threads or os.cpu_count() or 1
+        started = start_infinity_peers(
+            engines, cfg.infinity_bin, model_dir, threads, Path(scratch), cfg.notes
+        )
+        try:
+            for name, peer in started:
+                engine = INFINITY_ENGINES[name]
+                rows += asyncio.run(_drive_infinity(cfg, peer.address, corpus, full_depth, engine))
+        finally:
+            for _, peer in started:
+                peer.terminate()
+    return rows
+
+
+async def _drive_infinity(
+    cfg: DocumentBenchConfig, address: str, corpus: Corpus, full_depth: int, engine: str
+) -> list[dict[str, Any]]:
+    from aegis_lab.bench.peers import infinity_client, infinity_embed
+
+    requests = corpus.requests
+    rows = []
+    async with infinity_client(address, max(cfg.concurrency), timeout=600) as client:
+        for req in requests[:4]:  # warm-up
+            await infinity_embed(client, req)
+
+        async def call(i: int) -> int:
+            await infinity_embed(client, requests[i])
+            return len(requests[i])
+
+        for concurrency in cfg.concurrency:
+            rows.append(await _load_row("infinity", call, cfg, corpus, concurrency, full_depth,
+                                        engine=engine))  # fmt: skip
+    return rows
 
 
 def _raw_long(embed, sync, long_texts: dict[int, str], full_depth: int) -> list[dict[str, Any]]:
@@ -356,86 +492,96 @@ def _raw_long(embed, sync, long_texts: dict[int, str], full_depth: int) -> list[
                 tokens = embed([text])
                 sync()
                 lat.append(time.perf_counter() - t0)
-            rows.append(
-                _row(
-                    "raw_hf",
-                    full_depth,
-                    f"single-{n}",
-                    1,
-                    3,
-                    3 * tokens,
-                    sum(lat),
-                    lat,
-                    tokens_per_doc=tokens,
-                )
-            )
+            rows.append(_row("raw_hf_sorted", full_depth, f"single-{n}", 1, 3, 3 * tokens,
+                             sum(lat), lat, tokens_per_doc=tokens))  # fmt: skip
         except torch.cuda.OutOfMemoryError:
-            rows.append(
-                {
-                    "path": "raw_hf",
-                    "layers": full_depth,
-                    "corpus": f"single-{n}",
-                    "error": "out of memory",
-                }
-            )
+            rows.append({"path": "raw_hf_sorted", "layers": full_depth, "corpus": f"single-{n}",
+                         "error": "out of memory"})  # fmt: skip
     return rows
 
 
+def _setting(row: dict[str, Any]) -> str:
+    """A gateway row's encoder setting, as the report names it."""
+    backend = row.get("backend", "torch")
+    return f"{row.get('attention')} attention" + ("" if backend == "torch" else f", {backend}")
+
+
 def _mixed(rows: list[dict[str, Any]], path: str, mode: str | None = None) -> list[dict[str, Any]]:
+    """Rows of `path` on the mixed corpus (of one gateway setting, `mode`, if given)."""
     return [
         r
         for r in rows
         if "error" not in r
         and r["path"] == path
         and r["corpus"] == "mixed"
-        and (mode is None or r.get("attention") == mode)
+        and (mode is None or _setting(r) == mode)
     ]
 
 
 def _modes(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({r["attention"] for r in _mixed(rows, "gateway")})
+    return sorted({_setting(r) for r in _mixed(rows, "gateway")})
+
+
+BASELINES = ("st_encode", "raw_hf_sorted", "raw_hf")  # best-practice first
+
+
+def _baselines(rows: list[dict[str, Any]], depth: int) -> dict[str, dict[str, Any]]:
+    """The baselines measured at `depth` (one batch at a time: one row each)."""
+    found = {}
+    for path in BASELINES:
+        row = next((r for r in _mixed(rows, path) if r["layers"] == depth), None)
+        if row is not None:
+            found[path] = row
+    return found
+
+
+def _full_depth(rows: list[dict[str, Any]]) -> int:
+    return max(r["layers"] for r in rows if "error" not in r and r["corpus"] == "mixed")
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """GPU runs: throughput per concurrency per attention mode against the baselines, and
+    layer exit. CPU runs (rows with `infinity` or no layer exit): gateway vs Infinity's
+    engines per concurrency against the baselines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    full = _full_depth(rows)
+    base = _baselines(rows, full)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    raw = {r["layers"]: r["docs_per_s"] for r in _mixed(rows, "raw_hf")}
-    full = max(raw)
-    depths = sorted(raw, reverse=True)
+    for mode in _modes(rows):
+        conc = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == full]
+        left.plot([r["concurrency"] for r in conc], [r["docs_per_s"] for r in conc], "o-",
+                  label=f"gateway, {mode}")  # fmt: skip
+    for engine in sorted({r.get("engine", "") for r in _mixed(rows, "infinity")}):
+        conc = [r for r in _mixed(rows, "infinity") if r.get("engine") == engine]
+        left.plot([r["concurrency"] for r in conc], [r["docs_per_s"] for r in conc], "s--",
+                  label=f"infinity ({engine})")  # fmt: skip
+    for (name, row), style in zip(base.items(), (":", "--", "-."), strict=False):
+        left.axhline(row["docs_per_s"], color="gray", ls=style, label=f"{name} (1 batch at a time)")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("requests in flight")
+    left.set_ylabel("documents / s")
+    left.set_title(f"{full} layers, mixed-length documents")
+    left.legend(fontsize=8)
+    depths = sorted({r["layers"] for r in _mixed(rows, "gateway")}, reverse=True)
     modes = _modes(rows)
     width = 0.8 / (len(modes) + 1)
     x = np.arange(len(depths))
     for k, mode in enumerate(modes):
         gw = _mixed(rows, "gateway", mode)
-        conc = [r for r in gw if r["layers"] == full]
-        left.plot(
-            [r["concurrency"] for r in conc],
-            [r["docs_per_s"] for r in conc],
-            "o-",
-            label=f"gateway, {mode} attention",
-        )
         best = [max((r["docs_per_s"] for r in gw if r["layers"] == d), default=0) for d in depths]
         right.bar(x + (k - len(modes) / 2) * width, best, width, label=f"gateway ({mode})")
-    left.axhline(raw[full], color="gray", ls="--", label="raw HF padded forward")
-    left.set_xscale("log", base=2)
-    left.set_xlabel("requests in flight")
-    left.set_ylabel("documents / s")
-    left.set_title(f"{full} layers, mixed 32–2048 tokens")
-    left.legend(fontsize=8)
-    right.bar(
-        x + (len(modes) - len(modes) / 2) * width,
-        [raw[d] for d in depths],
-        width,
-        label="raw HF",
-        color="gray",
-    )
+    ref = next((b for b in ("raw_hf_sorted", "raw_hf") if b in base), None)  # every depth
+    if ref is not None:
+        values = [_baselines(rows, d).get(ref, {}).get("docs_per_s", 0) for d in depths]
+        right.bar(x + (len(modes) - len(modes) / 2) * width, values, width, label=ref,
+                  color="gray")  # fmt: skip
     right.set_xticks(x, [f"{d}L" for d in depths])
     right.set_ylabel("documents / s")
-    right.set_title("2D-Matryoshka layer exit (best concurrency)")
+    right.set_title("by depth (2D-Matryoshka layer exit; best concurrency)")
     right.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,68 +589,81 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _x(a: float, b: float) -> str:
+    return f"**{a / b:.2f}×** ({a:,.0f} vs {b:,.0f} docs/s)" if b else "n/a"
+
+
+def _best_infinity(rows: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
+    at = [r for r in _mixed(rows, "infinity") if r["concurrency"] == concurrency]
+    return max(at, key=lambda r: r["docs_per_s"], default=None)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(
+        [r for r in rows if "error" not in r],
+        [("path", "path"), ("engine", "engine"), ("attention", "attention"), ("layers", "layers"),
+         ("backend", "backend"), ("corpus", "corpus"), ("concurrency", "in flight"),
+         ("docs_per_s", "docs/s"),
+         ("tokens_per_s", "tokens/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+         ("errors", "errors")],
+    )  # fmt: skip
+
+
 def summarize(
     rows: list[dict[str, Any]], device: str, cfg: DocumentBenchConfig, peak_mib: int, model: str
 ) -> str:
-    raw = {r["layers"]: r for r in _mixed(rows, "raw_hf")}
-    full = max(raw)
+    full = _full_depth(rows)
+    base = _baselines(rows, full)
+    title = "## Document pool (CPU)" if cfg.cpu else "## Document pool"
     lines = [
-        "## Document pool",
+        title,
         "",
         f"- command: `{cfg.command}`",
-        f"- machine: {device}; date: {today()}; model: {model}",
+        f"- machine: {device}; date: {today()}; model: {model}; dtype {_dtype(cfg)}"
+        + (f"; {cfg.threads} threads per system" if cfg.threads else ""),
         f"- corpus: {cfg.docs} texts, log-uniform {cfg.min_tokens}–{cfg.max_tokens} tokens, "
-        f"{cfg.docs_per_request} per request; raw HF: padded batches of {cfg.raw_batch_size} "
-        "in corpus order, same dtype, SDPA (tokenization included in both)",
+        f"{cfg.docs_per_request} per request; baselines one batch of {cfg.raw_batch_size} at a "
+        "time: `st_encode` = SentenceTransformer.encode, `raw_hf_sorted` = AutoModel + SDPA + "
+        "mean pooling, both on length-sorted batches (sentence-transformers' order)"
+        + ("" if cfg.cpu else ", `raw_hf` = the same forward in corpus order")
+        + "; same dtype, tokenization included everywhere",
     ]
     for mode in _modes(rows):
-        gw = _mixed(rows, "gateway", mode)
-        best_full = max((r for r in gw if r["layers"] == full), key=lambda r: r["docs_per_s"])
-        lines.append(
-            f"- **{mode} attention**: gateway vs raw HF at {full} layers: "
-            f"**{best_full['docs_per_s'] / raw[full]['docs_per_s']:.2f}×** "
-            f"({best_full['docs_per_s']:.0f} vs {raw[full]['docs_per_s']:.0f} docs/s)"
-        )
-        for depth in sorted({r["layers"] for r in gw}, reverse=True):
+        gw = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == full]
+        if not gw:
+            continue
+        best = max(gw, key=lambda r: r["docs_per_s"])
+        where = f"{best['concurrency']} in flight"
+        for name, row in base.items():
+            lines.append(f"- **{mode}**, {full} layers: gateway ({where}) vs {name}: "
+                         f"{_x(best['docs_per_s'], row['docs_per_s'])}")  # fmt: skip
+        for r in gw:
+            peer = _best_infinity(rows, r["concurrency"])
+            if peer is not None:
+                lines.append(
+                    f"- {mode}, {r['concurrency']} in flight: gateway vs infinity "
+                    f"({peer['engine']}, the faster engine there): "
+                    f"{_x(r['docs_per_s'], peer['docs_per_s'])}"
+                )
+        for depth in sorted({r["layers"] for r in _mixed(rows, "gateway", mode)}, reverse=True):
             if depth == full:
                 continue
-            best = max((r for r in gw if r["layers"] == depth), key=lambda r: r["docs_per_s"])
-            base = next(
-                (r for r in gw if r["layers"] == full and r["concurrency"] == best["concurrency"]),
-                None,
-            )
-            if base and base["docs_per_s"]:
+            at = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == depth]
+            best = max(at, key=lambda r: r["docs_per_s"])
+            same = next((r for r in gw if r["concurrency"] == best["concurrency"]), None)
+            if same and same["docs_per_s"]:
                 lines.append(
-                    f"  - layer exit {depth}L: {best['docs_per_s'] / base['docs_per_s']:.2f}× "
+                    f"  - layer exit {depth}L: {best['docs_per_s'] / same['docs_per_s']:.2f}× "
                     f"the {full}L throughput (same concurrency)"
                 )
     for r in rows:
         if "error" in r:
-            lines.append(f"- {r['path']} ({r.get('attention', '')}) failed: {r['error']}")
+            lines.append(f"- {r['path']} ({_setting(r)}) failed: {r['error']}")
+    lines += [f"- note: {n}" for n in cfg.notes]
     if peak_mib:
         lines.append(f"- peak GPU memory used during the gateway runs: {peak_mib / 1024:.1f} GiB")
-    table_rows = [r for r in rows if "error" not in r]
-    lines += [
-        "",
-        markdown_table(
-            table_rows,
-            [
-                ("path", "path"),
-                ("attention", "attention"),
-                ("layers", "layers"),
-                ("corpus", "corpus"),
-                ("concurrency", "in flight"),
-                ("docs_per_s", "docs/s"),
-                ("tokens_per_s", "tokens/s"),
-                ("p50_ms", "p50 ms"),
-                ("p99_ms", "p99 ms"),
-                ("errors", "errors"),
-            ],
-        ),
-        "",
-        "![document pool](results/document_pool.png)",
-        "",
-    ]
+    name = cfg.results_name
+    lines += ["", _table(rows), "", f"![document pool](results/{name}.png)", ""]
     return "\n".join(lines)
 
 
@@ -519,35 +678,46 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _backends(cfg: DocumentBenchConfig, layer_options: list[int]) -> list[str]:
+    """The encoder backends to measure: the configured ones, else torch, plus onnx on CPU
+    runs where it serves the model (the `onnx` extra installed, no layer exit), so the
+    gateway is measured at its best as the peers are."""
+    if cfg.backends:
+        return list(cfg.backends)
+    from aegis_serve.models.onnx_runtime import onnx_available
+
+    if cfg.cpu and onnx_available() and len(layer_options) == 1:
+        return ["torch", "onnx"]
+    return ["torch"]
+
+
 def run_document_bench(cfg: DocumentBenchConfig) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
 
     from aegis_serve.models.st_dir import read_st_config
 
     model_dir = prepare_model(cfg.model)
     st = read_st_config(model_dir)
     tok = AutoTokenizer.from_pretrained(str(st.transformer_dir))
-    import json
-
-    space = (
-        json.loads((model_dir / "aegis_space.json").read_text())
-        if (model_dir / "aegis_space.json").exists()
-        else {}
-    )
-    from transformers import AutoConfig
-
+    manifest = model_dir / "aegis_space.json"
+    space = json.loads(manifest.read_text()) if manifest.exists() else {}
     full_depth = AutoConfig.from_pretrained(str(st.transformer_dir)).num_hidden_layers
     offered = space.get("layer_options") or [full_depth]
     depths = [d for d in (cfg.layers or offered) if d in offered] or [full_depth]
+    max_len = min(tok.model_max_length, st.max_seq_length or 10**6, 10**6)
+    cfg.max_tokens = min(cfg.max_tokens, max_len)  # longer would only be cut
+    cfg.min_tokens = min(cfg.min_tokens, cfg.max_tokens)
     lengths = mixed_lengths(cfg.docs, cfg.min_tokens, cfg.max_tokens)
-    corpus = make_corpus(tok, lengths)
-    max_len = min(tok.model_max_length, 10**6)
-    token_counts = [min(len(ids), max_len) for ids in tok(corpus)["input_ids"]]
+    texts = make_corpus(tok, lengths)
+    token_counts = [min(len(ids), max_len) for ids in tok(texts)["input_ids"]]
+    corpus = Corpus(texts, token_counts, cfg.docs_per_request)
     rng = np.random.default_rng(5)
     pool = word_tokens(tok)
     long_texts = {n: text_of_length(tok, n, rng, pool) for n in cfg.long_inputs if n <= max_len}
     print(
-        f"corpus: {len(corpus)} texts, {sum(token_counts)} tokens "
+        f"corpus: {len(texts)} texts, {sum(token_counts)} tokens "
         f"(mean {np.mean(token_counts):.0f}); depths {depths}",
         flush=True,
     )
@@ -557,42 +727,38 @@ def run_document_bench(cfg: DocumentBenchConfig) -> dict[str, Any]:
     results = cfg.out_dir / "results"
 
     def save() -> dict[str, Any]:
-        payload = {
-            "device": device,
-            "date": today(),
-            "command": cfg.command,
-            "model": str(model_dir.name),
-            "peak_gpu_mib": peak,
-            "rows": rows,
-        }
-        write_json(results / "document_pool.json", payload)
-        if any(r.get("path") == "raw_hf" for r in rows):
-            plot(rows, results / "document_pool.png")
-            write_section(
-                cfg.out_dir / "benchmarks.md",
-                "document_pool",
-                summarize(rows, device, cfg, peak, model_dir.name),
-            )
+        payload = {"device": device, "date": today(), "command": cfg.command,
+                   "model": str(model_dir.name), "mode": "cpu" if cfg.cpu else "gpu",
+                   "threads": cfg.threads, "peak_gpu_mib": peak, "rows": rows,
+                   "notes": list(cfg.notes)}  # fmt: skip
+        write_json(results / f"{cfg.results_name}.json", payload)
+        if any(r.get("path") in BASELINES and "error" not in r for r in rows):
+            plot(rows, results / f"{cfg.results_name}.png")
+            write_section(cfg.out_dir / "benchmarks.md", cfg.results_name,
+                          summarize(rows, device, cfg, peak, model_dir.name))  # fmt: skip
         return payload
 
-    # Raw HF first, so a server mode that fails or runs out of time still leaves a report.
+    # Baselines first, so a server mode that fails or runs out of time still leaves a report.
     rows += run_raw_hf(cfg, model_dir, corpus, depths, long_texts, full_depth)
-    save()
     _release_gpu_memory()
-    for mode in cfg.attention:
+    rows += run_st_encode(cfg, model_dir, corpus)
+    _release_gpu_memory()  # (both baseline models are gone: their functions returned)
+    save()
+    for mode, backend in [(m, b) for b in _backends(cfg, offered) for m in cfg.attention]:
+        setting = {"attention": mode, "backend": backend}
         try:
-            got, mode_peak = run_servers(
-                cfg, model_dir, corpus, token_counts, depths, long_texts, full_depth, attention=mode
-            )
+            got, mode_peak = run_servers(cfg, model_dir, corpus, depths, long_texts, full_depth,
+                                         attention=mode, backend=backend)  # fmt: skip
         except Exception as exc:  # one mode failing must not lose the others' numbers
-            print(f"attention={mode}: {type(exc).__name__}: {exc}", flush=True)
-            rows.append({"path": "gateway", "attention": mode, "error": str(exc)[:300]})
+            print(f"{setting}: {type(exc).__name__}: {exc}", flush=True)
+            rows.append({"path": "gateway", **setting, "error": str(exc)[:300]})
             continue
         peak = max(peak, mode_peak)
-        rows += [{**r, "attention": mode} for r in got]
+        rows += [{**r, **setting} for r in got]
         save()
-    payload = save()
-    return payload
+    if cfg.cpu:
+        rows += run_infinity(cfg, model_dir, corpus, full_depth)
+    return save()
 
 
 def main_args(ns: Any) -> int:
@@ -611,8 +777,13 @@ def main_args(ns: Any) -> int:
         out_dir=Path(ns.out_dir),
         command="aegis-lab " + " ".join(sys.argv[1:]),
         attention=ns.attention.split(","),
+        # Flags the CLI may not have (yet): CPU threads, the Infinity executable.
+        threads=getattr(ns, "threads", 0) or 0,
+        infinity_bin=getattr(ns, "infinity_bin", "") or None,
     )
     payload = run_document_bench(cfg)
     for row in payload["rows"]:
         print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()})
+    for note in payload["notes"]:
+        print("note:", note)
     return 0

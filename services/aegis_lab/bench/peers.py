@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,9 +281,9 @@ def start_infinity_peers(
     scratch: Path,
     notes: list[str],
 ) -> list[tuple[str, Child]]:
-    """Start Infinity on each engine asked for (`infinity_torch`, `infinity_onnx`), one after
-    the other; returns (row name, server) for those that serve. What is not installed or
-    fails to start is skipped with a line in `notes`. The caller stops the servers."""
+    """Start Infinity on each engine asked for (`infinity_torch`, `infinity_onnx`), at once;
+    returns (row name, server) for those that serve, in the order asked. What is not
+    installed or fails to start is skipped with a line in `notes`. The caller stops them."""
     if not engines:
         return []
     binary = find_infinity(infinity_bin)
@@ -293,36 +294,42 @@ def start_infinity_peers(
         )
         return []
     notes.append(f"infinity: {infinity_version(binary)} from {binary.parent.parent}")
-    started: list[tuple[str, Child]] = []
-    for name in engines:
+
+    def start(name: str) -> tuple[Child | None, list[str]]:
+        said: list[str] = []
         engine = INFINITY_ENGINES[name]
         peer_dir, pooling = model_dir, "auto"
         if engine == "optimum":
             pooling = read_st_config(model_dir).pooling_mode
             if pooling not in ("mean", "cls"):
-                notes.append(f"{name} skipped: its optimum engine pools by mean or cls only, "
-                             f"the model by {pooling}")  # fmt: skip
-                continue
+                return None, [f"{name} skipped: its optimum engine pools by mean or cls only, "
+                              f"the model by {pooling}"]  # fmt: skip
             try:
                 onnx = onnx_export(model_dir)
             except Exception as exc:  # the onnx extra missing, or the export failing
-                notes.append(f"{name} skipped: no ONNX export ({str(exc).splitlines()[0]})")
-                continue
+                return None, [f"{name} skipped: no ONNX export ({str(exc).splitlines()[0]})"]
             peer_dir = infinity_model_dir(model_dir, onnx, scratch / f"{model_dir.name}-onnx")
         try:
             peer = start_infinity(binary, peer_dir, threads, engine=engine, pooling=pooling)
-            started.append((name, peer))
         except (RuntimeError, OSError) as exc:
-            notes.append(f"{name} failed to start: {str(exc).splitlines()[0]}")
-            continue
+            return None, [f"{name} failed to start: {str(exc).splitlines()[0]}"]
         how = "--engine torch --no-bettertransformer" if engine == "torch" else (
             f"--engine optimum --pooling-method {pooling} (ONNX Runtime CPU, its graph optimizer "
             "on; the fp32 ONNX export aegis-serve's onnx backend runs)"
         )  # fmt: skip
-        notes.append(f"{name}: `infinity_emb v2 {how} --device cpu`, REST /embeddings (base64)")
+        said.append(f"{name}: `infinity_emb v2 {how} --device cpu`, REST /embeddings (base64)")
         if "Optimization failed" in " ".join(peer.output.split()):
-            notes.append(f"{name}: infinity's graph optimization failed at start (see its log); "
-                         "it runs the unoptimized graph")  # fmt: skip
+            said.append(f"{name}: infinity's graph optimization failed at start (see its log); "
+                        "it runs the unoptimized graph")  # fmt: skip
+        return peer, said
+
+    with ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="infinity") as pool:
+        results = list(pool.map(start, engines))
+    started = []
+    for name, (peer, said) in zip(engines, results, strict=True):
+        notes.extend(said)
+        if peer is not None:
+            started.append((name, peer))
     return started
 
 

@@ -47,6 +47,23 @@ _ACT = {
 _LAYER_LISTS = ("layers", "encoder.layer", "encoder.layers", "transformer.layer")
 
 
+def packs_batch(attention: str, lengths: Sequence[int]) -> bool:
+    """Whether one batch (its texts' token counts) runs packed, under a resolved attention
+    mode (`Embedder.attention`): `packed` always, `padded` never, and `auto` per batch:
+    several texts run packed, a lone text runs padded.
+
+    Why that rule (one H200, aegis-embed shape, docs/benchmarks.md): packing wins where a
+    padded batch would waste work on padding and on the sliding-window layers' masked scores,
+    i.e. many texts of mixed lengths (606 vs 410 docs/s); a lone text has no padding to save,
+    and there SDPA's fused kernel beats FlexAttention (p50 72 vs 97 ms at 8K tokens, 451 vs
+    733 ms at 32K). The batcher plans `auto` batches like packed ones (by real tokens), so a
+    long text that fills the token budget gets a batch of its own and runs padded.
+    """
+    if attention == "auto":
+        return len(lengths) > 1
+    return attention == "packed"
+
+
 @dataclass(frozen=True)
 class TokenizedText:
     """One text after the prompt is applied and the tokenizer has run."""
@@ -121,7 +138,10 @@ class Embedder:
         if backend == "torch-int8":
             self.model = _dynamic_int8(self.model)
         self.hf_config = self.model.config
-        self.packs_sequences = self._use_packed(attention)
+        self._padded_attn = self.hf_config._attn_implementation
+        self.attention = self._resolve_attention(attention)
+        # The batcher plans by real tokens (no padding bucketing) whenever batches may pack.
+        self.packs_sequences = self.attention != "padded"
         self.num_layers = int(self.hf_config.num_hidden_layers)
         self._layer_owner, self._layer_attr, self._layers = self._find_layers()
         self.dense = [self._load_dense(spec) for spec in self.cfg.dense]
@@ -159,23 +179,24 @@ class Embedder:
         path = prepared_model(self.model, self.cfg.transformer_dir, self.backend, self.max_tokens)
         return OnnxEncoder(path, threads)
 
-    def _use_packed(self, attention: str) -> bool:
-        """Packed FlexAttention for ModernBERT ('auto': on CUDA, where it measured 1.5× the
-        padded path end to end, docs/benchmarks.md); padded SDPA otherwise."""
+    def _resolve_attention(self, attention: str) -> str:
+        """`packed`, `padded`, or `auto` (packed or padded per batch: `packs_batch`). `auto`
+        stays per batch for ModernBERT on CUDA, where FlexAttention is compiled; elsewhere
+        it is `padded` (on CPU, FlexAttention runs unfused and is slower than SDPA)."""
         if attention not in {"auto", "packed", "padded"}:
             raise ModelDirError(f"attention must be auto, packed or padded, not {attention!r}")
         is_modernbert = self.hf_config.model_type == "modernbert"
         if attention == "packed" and not is_modernbert:
             raise ModelDirError("packed attention is implemented for ModernBERT models only")
-        use = attention == "packed" or (
-            attention == "auto" and is_modernbert and self.device.type == "cuda"
-        )
-        if use:
+        if attention == "auto" and not (is_modernbert and self.device.type == "cuda"):
+            attention = "padded"
+        if attention != "padded":
             from aegis_serve.models import packed_attention
 
             packed_attention.register()
-            self.hf_config._attn_implementation = packed_attention.ATTN_NAME
-        return use
+            if attention == "packed":
+                self.hf_config._attn_implementation = packed_attention.ATTN_NAME
+        return attention
 
     def _find_layers(self) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
         for dotted in _LAYER_LISTS:
@@ -339,8 +360,9 @@ class Embedder:
             setattr(self._layer_owner, self._layer_attr, self._layers)
 
     def collate(self, items: Sequence[TokenizedText]) -> object:
-        """CPU tensors for one batch: packed into one sequence, or right-padded."""
-        if self.packs_sequences:
+        """CPU tensors for one batch: packed into one sequence, or right-padded
+        (`packs_batch` decides)."""
+        if packs_batch(self.attention, [len(it.ids) for it in items]):
             from aegis_serve.models.packed_attention import pack
 
             return pack([it.ids for it in items], [it.prompt_tokens for it in items], self.pad_id)
@@ -369,9 +391,10 @@ class Embedder:
             raise ValueError(
                 f"layers={layers} not offered; choose {list(self.space.layer_options)}"
             )
-        if self.packs_sequences:
+        if not isinstance(batch, dict):  # a PackedBatch (collate packed it)
             emb = self._forward_packed(batch, layers)
         else:
+            self._set_attention(self._padded_attn)
             dev = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             if self._onnx is not None:  # full depth only (checked at load)
                 hidden = self._onnx(dev["input_ids"], dev["attention_mask"])
@@ -383,9 +406,16 @@ class Embedder:
             emb = self._pool(hidden.float(), dev["pool_mask"], dev["attention_mask"])
         return self._head(emb)
 
-    def _forward_packed(self, batch: object, layers: int) -> torch.Tensor:
-        from aegis_serve.models.packed_attention import block_mask, pool
+    def _set_attention(self, name: str | None) -> None:
+        """`auto` switches the model's attention function per batch (forwards run on one
+        thread, so the shared config is never switched under a running forward)."""
+        if self.attention == "auto" and self.hf_config._attn_implementation != name:
+            self.hf_config._attn_implementation = name
 
+    def _forward_packed(self, batch: object, layers: int) -> torch.Tensor:
+        from aegis_serve.models.packed_attention import ATTN_NAME, block_mask, pool
+
+        self._set_attention(ATTN_NAME)
         dev = self.device
         doc_ids = batch.doc_ids.to(dev, non_blocking=True)
         masks = {
@@ -458,6 +488,7 @@ class Embedder:
             "device": str(self.device),
             "dtype": self.dtype_name,
             "backend": self.backend,
+            "attention": self.attention,
             "threads": torch.get_num_threads(),
             "pid": os.getpid(),
         }
