@@ -98,7 +98,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Bump when parsing or generation changes what a build writes (the cached corpus is rebuilt).
+# The manifest format; a change of the building code itself rebuilds through its digest.
 CORPUS_VERSION = 2
 DEFAULT_TARGET = 1_200_000
 DEFAULT_NAME = "default"
@@ -764,6 +764,19 @@ def write_corpus(
     return manifest
 
 
+def _code_digest() -> str:
+    """Digest of the modules that decide what a build writes: a changed rule rebuilds."""
+    h = hashlib.sha256()
+    for module in (
+        "query_corpus",
+        "query_corpus_generate",
+        "query_corpus_sources",
+        "query_corpus_text",
+    ):
+        h.update((Path(__file__).parent / f"{module}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def corpus_dir(name_or_path: str = DEFAULT_NAME) -> Path:
     """``cache_dir()/corpus/<name>`` for a bare name, else the path itself."""
     if "/" in name_or_path or name_or_path.startswith("."):
@@ -792,6 +805,7 @@ def build_corpus(
     fingerprint = json.dumps(
         {
             "version": CORPUS_VERSION,
+            "code": _code_digest(),
             "seed": seed,
             "target": target,
             "exclusions": excl.digest(),
@@ -808,6 +822,7 @@ def build_corpus(
         root = tmp / "corpus"
         extra = {
             "exclusions": excl.summary(),
+            "code_digest": _code_digest(),
             "packages": inputs.versions,
             "missing_packages": inputs.missing,
             "reserved_never_used": [
