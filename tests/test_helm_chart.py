@@ -78,6 +78,17 @@ class Rendered:
         assert len(found) == 1, f"{self.name}: expected one {kind} {name}, got {len(found)}"
         return found[0]
 
+    @property
+    def components(self) -> list[str]:
+        """Components with a Deployment (no query pool when it is embedded in the gateway)."""
+        present = {d["metadata"]["labels"]["app.kubernetes.io/component"]
+                   for d in self.kind("Deployment")}  # fmt: skip
+        return [c for c in COMPONENTS if c in present]
+
+    @property
+    def query_embedded(self) -> bool:
+        return self.values["queryPool"].get("mode") == "embedded"
+
     def deployment(self, component: str) -> dict[str, Any]:
         found = [
             d
@@ -109,7 +120,9 @@ class Rendered:
     def component_of(self, labels: dict[str, str]) -> list[str]:
         """Components whose pods a matchLabels selector selects."""
         return [
-            c for c in COMPONENTS if all(self.pod_labels(c).get(k) == v for k, v in labels.items())
+            c
+            for c in self.components
+            if all(self.pod_labels(c).get(k) == v for k, v in labels.items())
         ]
 
 
@@ -135,7 +148,7 @@ def _grpc_port(c: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------------- GPU placement
 def test_gpu_limit_only_on_document_pool(r: Rendered) -> None:
     gpu_enabled = r.values["documentPool"]["gpu"]["enabled"]
-    for component in COMPONENTS:
+    for component in r.components:
         res = r.container(component)["resources"]
         has_gpu = GPU in res.get("limits", {})
         assert has_gpu == (component == "document" and gpu_enabled), (r.name, component)
@@ -165,13 +178,16 @@ def test_cpu_demo_requests_no_gpu_at_all() -> None:
 
 def test_query_pool_runs_onnx_and_document_pool_torch(r: Rendered) -> None:
     """ONNX gives the query student the same vectors faster; layer exit and GPUs need torch."""
-    assert r.env("query")["AEGIS_BACKEND"] == "onnx"
+    if r.query_embedded:
+        assert r.env("gateway")["AEGIS_QUERY_BACKEND"] == "onnx"
+    else:
+        assert r.env("query")["AEGIS_BACKEND"] == "onnx"
     assert r.env("document")["AEGIS_BACKEND"] == "torch"
 
 
 # ---------------------------------------------------------------------------------- probes
 def test_probes_use_grpc_health_service_on_the_serving_port(r: Rendered) -> None:
-    for component in COMPONENTS:
+    for component in r.components:
         c = r.container(component)
         port = _grpc_port(c)
         assert int(r.env(component)["AEGIS_PORT"]) == port
@@ -186,7 +202,7 @@ def test_probes_use_grpc_health_service_on_the_serving_port(r: Rendered) -> None
 
 
 def test_liveness_window_outlasts_the_drain(r: Rendered) -> None:
-    for component in COMPONENTS:
+    for component in r.components:
         c = r.container(component)
         drain = float(r.env(component)["AEGIS_SHUTDOWN_GRACE_S"]) + _prestop_seconds(c)
         live = c["livenessProbe"]
@@ -201,7 +217,7 @@ def _prestop_seconds(c: dict[str, Any]) -> float:
 
 
 def test_termination_grace_exceeds_prestop_plus_drain(r: Rendered) -> None:
-    for component in COMPONENTS:
+    for component in r.components:
         c = r.container(component)
         grace = float(r.env(component)["AEGIS_SHUTDOWN_GRACE_S"])
         tgps = r.deployment(component)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -209,7 +225,7 @@ def test_termination_grace_exceeds_prestop_plus_drain(r: Rendered) -> None:
 
 
 def test_max_connection_age_is_set_everywhere(r: Rendered) -> None:
-    for component in COMPONENTS:
+    for component in r.components:
         age = float(r.env(component)["AEGIS_MAX_CONNECTION_AGE_S"])
         assert 0 < age <= 3600
 
@@ -217,7 +233,7 @@ def test_max_connection_age_is_set_everywhere(r: Rendered) -> None:
 # --------------------------------------------------------------------------------- services
 def test_services_name_grpc_ports_and_select_real_pods(r: Rendered) -> None:
     services = r.kind("Service")
-    assert len(services) == 3
+    assert len(services) == len(r.components)
     for svc in services:
         component = svc["metadata"]["labels"]["app.kubernetes.io/component"]
         assert r.component_of(svc["spec"]["selector"]) == [component]
@@ -240,6 +256,9 @@ def test_gateway_targets_the_headless_services_per_pod(r: Rendered) -> None:
     env = r.env("gateway")
     for component, var in (("query", "AEGIS_QUERY"), ("document", "AEGIS_DOCUMENT")):
         target = env[var]
+        if component == "query" and r.query_embedded:
+            assert target == "embedded"
+            continue
         assert target.startswith("dns:///")
         host, port = target.removeprefix("dns:///").rsplit(":", 1)
         name, namespace, svc_, *_ = host.split(".")
@@ -273,7 +292,7 @@ def test_network_policies_only_let_the_gateway_reach_the_pools(r: Rendered) -> N
             for peer in rule["from"]:
                 assert set(peer) == {"podSelector"}, peer
                 assert r.component_of(peer["podSelector"]["matchLabels"]) == ["gateway"]
-    assert covered == set(COMPONENTS)
+    assert covered == set(r.components)
 
 
 # ----------------------------------------------------------------------------- resources
@@ -299,11 +318,11 @@ def test_pods_run_unprivileged(r: Rendered) -> None:
 
 
 def test_no_model_hub_at_run_time(r: Rendered) -> None:
-    for component in COMPONENTS:
+    for component in r.components:
         env = r.env(component)
         assert env["HF_HUB_OFFLINE"] == "1"
-        if component != "gateway":
-            model = env["AEGIS_MODEL"]
+        model = env.get("AEGIS_QUERY_MODEL" if component == "gateway" else "AEGIS_MODEL")
+        if model is not None:
             assert model.startswith(("/", "builtin:"))
             mounts = {m["mountPath"] for m in r.container(component)["volumeMounts"]}
             if model.startswith("/") and r.values["models"]["source"] == "volume":
@@ -313,6 +332,15 @@ def test_no_model_hub_at_run_time(r: Rendered) -> None:
 # ----------------------------------------------------------------------- scaling and PDBs
 def test_hpa_targets_the_query_deployment(r: Rendered) -> None:
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in r.kind("HorizontalPodAutoscaler")}
+    if r.query_embedded:  # the gateway runs the query model: it is what scales
+        gateway = r.deployment("gateway")
+        assert (gateway["metadata"]["name"] in hpas) == r.values["gateway"]["autoscaling"][
+            "enabled"
+        ]
+        assert len(hpas) == sum(
+            r.values[k]["autoscaling"]["enabled"] for k in ("gateway", "documentPool")
+        )
+        return
     query = r.deployment("query")
     if r.values["queryPool"]["autoscaling"]["enabled"]:
         hpa = hpas[query["metadata"]["name"]]
@@ -332,7 +360,7 @@ def test_pdbs_and_spread_select_their_own_pods(r: Rendered) -> None:
     for pdb in r.kind("PodDisruptionBudget"):
         component = pdb["metadata"]["labels"]["app.kubernetes.io/component"]
         assert r.component_of(pdb["spec"]["selector"]["matchLabels"]) == [component]
-    for component in COMPONENTS:
+    for component in r.components:
         spec = r.deployment(component)["spec"]["template"]["spec"]
         for tsc in spec.get("topologySpreadConstraints", []):
             assert r.component_of(tsc["labelSelector"]["matchLabels"]) == [component]
@@ -404,6 +432,36 @@ def test_config_changes_roll_the_pods() -> None:
     assert checksum(None) != checksum({"queryPool": {"batching": {"maxBatchTokens": 4096}}})
 
 
+# ------------------------------------------------------------------ embedded query pool
+def test_embedded_query_pool_runs_in_the_gateway() -> None:
+    """queryPool.mode embedded: the gateway gets the query model (env, mount, resources,
+    startup time) and no query workload is rendered at all."""
+    rendered = scenario("embedded-query")
+    query = rendered.values["queryPool"]
+    assert rendered.components == ["gateway", "document"]
+    labels = [o["metadata"].get("labels", {}) for o in rendered.objects]
+    assert not [x for x in labels if x.get("app.kubernetes.io/component") == "query"]
+    env = rendered.env("gateway")
+    assert env["AEGIS_QUERY"] == "embedded" and env["AEGIS_QUERY_MODEL"] == query["model"]["path"]
+    assert env["AEGIS_QUERY_DEVICE"] == "cpu" and env["AEGIS_QUERY_BACKEND"] == query["backend"]
+    assert env["AEGIS_QUERY_THREADS"] == env["OMP_NUM_THREADS"] == str(query["threads"])
+    batching = query["batching"]
+    assert env["AEGIS_QUERY_MAX_BATCH_TOKENS"] == str(batching["maxBatchTokens"])
+    assert env["AEGIS_QUERY_MAX_BATCH_TEXTS"] == str(batching["maxBatchTexts"])
+    assert env["AEGIS_QUERY_MAX_QUEUE_TEXTS"] == str(batching["maxQueueTexts"])
+    gateway = rendered.container("gateway")
+    assert gateway["resources"] == query["resources"]
+    startup = gateway["startupProbe"]
+    assert startup["failureThreshold"] == query["probes"]["startup"]["failureThreshold"]
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    assert mounts["models"] == rendered.values["models"]["mountPath"]
+    # The remote default keeps the gateway light: no model mount, its own resources.
+    plain = scenario("default")
+    assert "models" not in {m["name"] for m in plain.container("gateway")["volumeMounts"]}
+    assert plain.container("gateway")["resources"] == plain.values["gateway"]["resources"]
+    assert "AEGIS_QUERY_MODEL" not in plain.env("gateway")
+
+
 # --------------------------------------------------------------------------- bad values
 INVALID = sorted(check_chart.INVALID_DIR.glob("*.yaml"))
 
@@ -439,6 +497,9 @@ def test_notes_show_a_grpcurl_call() -> None:
     notes = check_chart.render(None)
     text = next(v for k, v in notes.items() if k.endswith("NOTES.txt"))
     assert "grpcurl -plaintext" in text and "aegis.embed.v1.EmbedService/Embed" in text
+    embedded = check_chart.render(_values("embedded-query"))
+    text = next(v for k, v in embedded.items() if k.endswith("NOTES.txt"))
+    assert "query pool     embedded in the gateway" in text
     tls_notes = check_chart.render(_values("gpu-production"))
     text = next(v for k, v in tls_notes.items() if k.endswith("NOTES.txt"))
     assert "-cacert" in text and "-cert client.crt" in text and "authorization: Bearer" in text

@@ -8,6 +8,11 @@ One Deployment for a component: dict "root" $ "component" "gateway"|"query"|"doc
 {{- $vals := get $root.Values $key }}
 {{- $ctx := dict "root" $root "component" $component "vals" $vals "key" $key }}
 {{- $isGateway := eq $component "gateway" }}
+{{- /* queryPool.mode embedded: the gateway loads the query model (its mount, its startup
+time and its resources are the query pool's). */}}
+{{- $embedded := and $isGateway (eq (include "aegis.queryEmbedded" $root) "true") }}
+{{- $mountModels := and (or (not $isGateway) $embedded) (eq $root.Values.models.source "volume") }}
+{{- $startup := ternary $root.Values.queryPool.probes.startup $vals.probes.startup $embedded }}
 {{- $gpu := eq (include "aegis.usesGpu" $ctx) "true" }}
 {{- $healthService := include "aegis.healthService" $component }}
 apiVersion: apps/v1
@@ -151,9 +156,9 @@ spec:
             grpc:
               port: {{ $vals.port }}
               service: {{ $healthService }}
-            periodSeconds: {{ $vals.probes.startup.periodSeconds }}
-            failureThreshold: {{ $vals.probes.startup.failureThreshold }}
-            timeoutSeconds: {{ $vals.probes.startup.timeoutSeconds }}
+            periodSeconds: {{ $startup.periodSeconds }}
+            failureThreshold: {{ $startup.failureThreshold }}
+            timeoutSeconds: {{ $startup.timeoutSeconds }}
           readinessProbe:
             grpc:
               port: {{ $vals.port }}
@@ -188,7 +193,7 @@ spec:
               exec:
                 command: ["sleep", "{{ $vals.preStopSleepSeconds }}"]
           resources:
-            {{- $resources := deepCopy $vals.resources }}
+            {{- $resources := deepCopy (ternary $root.Values.queryPool.resources $vals.resources $embedded) }}
             {{- if $gpu }}
             {{- $gpuQty := dict $vals.gpu.resourceName $vals.gpu.count }}
             {{- $_ := set $resources "limits" (merge (deepCopy $resources.limits) $gpuQty) }}
@@ -202,7 +207,7 @@ spec:
               mountPath: /tmp
             - name: cache
               mountPath: /var/cache/aegis-serve
-            {{- if and (not $isGateway) (eq $root.Values.models.source "volume") }}
+            {{- if $mountModels }}
             - name: models
               mountPath: {{ $root.Values.models.mountPath }}
               readOnly: true
@@ -229,7 +234,7 @@ spec:
         - name: cache
           emptyDir:
             sizeLimit: {{ $root.Values.scratch.cacheSizeLimit }}
-        {{- if and (not $isGateway) (eq $root.Values.models.source "volume") }}
+        {{- if $mountModels }}
         - name: models
           {{- toYaml $root.Values.models.volume | nindent 10 }}
         {{- end }}

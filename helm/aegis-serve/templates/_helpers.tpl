@@ -75,6 +75,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when the query model runs inside the gateway (queryPool.mode: embedded). */}}
+{{- define "aegis.queryEmbedded" -}}
+{{- if eq (.Values.queryPool.mode | default "remote") "embedded" }}true{{ end }}
+{{- end }}
+
+{{/* Components with workloads of their own (Deployment, Service, HPA, PDB, NetworkPolicy),
+space-separated: the query pool has none when it is embedded in the gateway. */}}
+{{- define "aegis.components" -}}
+{{- if include "aegis.queryEmbedded" . }}gateway document{{ else }}gateway query document{{ end }}
+{{- end }}
+
+{{/* The pools with workloads of their own, space-separated. */}}
+{{- define "aegis.pools" -}}
+{{- if include "aegis.queryEmbedded" . }}document{{ else }}query document{{ end }}
+{{- end }}
+
 {{/* Does this component run on a GPU? Only the document pool can. */}}
 {{- define "aegis.usesGpu" -}}
 {{- if and (eq .component "document") .root.Values.documentPool.gpu.enabled }}true{{ end }}
