@@ -46,6 +46,7 @@ def test_gpu_layout_on_cpu_writes_json_markdown_and_plot(tmp_path, monkeypatch, 
     assert {r["layers"] for r in gateway} == {6, 3} and all(r["errors"] == 0 for r in gateway)
     assert {r["path"] for r in rows} == {"gateway", "raw_hf", "raw_hf_sorted", "st_encode"}
     assert {r["layers"] for r in rows if r["path"] == "raw_hf_sorted"} == {6, 3}
+    assert [r["layers"] for r in rows if r["path"] == "raw_hf"] == [6]
     assert [r["layers"] for r in rows if r["path"] == "st_encode"] == [6]
     md = (tmp_path / "docs/benchmarks.md").read_text()
     assert "<!-- section:document_pool -->" in md and "## Document pool" in md

@@ -342,8 +342,8 @@ def run_raw_hf(
     full_depth: int,
 ) -> list[dict[str, Any]]:
     """AutoModel + SDPA + mean pooling, same dtype, one batch at a time: length-sorted batches
-    (`raw_hf_sorted`, as sentence-transformers batches) and, on GPU runs, padded batches in
-    corpus order (`raw_hf`)."""
+    (`raw_hf_sorted`, as sentence-transformers batches; at every depth) and, on GPU runs,
+    padded batches in corpus order (`raw_hf`; full depth only, for continuity)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -388,6 +388,8 @@ def run_raw_hf(
     for depth in [full_depth] + [d for d in depths if d != full_depth]:
         setattr(owner, attr, torch.nn.ModuleList(list(layer_list)[:depth]))
         for path, (batches, sizes) in orders.items():
+            if path == "raw_hf" and depth != full_depth:
+                continue
             lat, done, wall, n = _timed_batches(embed, sync, batches, cfg)
             rows.append(_row(path, depth, "mixed", 1, done, sum(sizes[:n]), wall, lat,
                              batch_size=cfg.raw_batch_size))  # fmt: skip
