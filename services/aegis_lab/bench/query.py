@@ -601,9 +601,10 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
         "EncoderService/Encode proto and grpc.aio client as `encoder`; `infinity_torch` / "
         "`infinity_onnx` = infinity-emb's REST server with its own dynamic batching on its "
         "torch / optimum (ONNX Runtime) engine, driven by httpx.AsyncClient (HTTP/1.1 "
-        "keep-alive pool as large as the requests in flight); `gateway_2proc` = the gateway "
-        f"over {cfg.split_procs} query processes with threads/{cfg.split_procs} each "
-        "(bench/peers.py, bench/query.py)",
+        "keep-alive pool as large as the requests in flight)"
+        + (f"; `gateway_2proc` = the gateway over {cfg.split_procs} query processes with "
+           f"threads/{cfg.split_procs} each" if cfg.split_procs > 1 else "")
+        + " (bench/peers.py, bench/query.py)",
         "",
         "Throughput side by side (queries/s; ratio = gateway ÷ peer at the same concurrency, "
         "Infinity's faster engine in brackets):",
