@@ -16,7 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``aegis-lab distill`` (shared by ``python -m aegis_lab.training.distill``)."""
     p.add_argument("--teacher", default="builtin:document", help="teacher dir or builtin:document")
     p.add_argument("--student", required=True, help="student ST dir (e.g. the MiniLM package dir)")
-    p.add_argument("--corpus", default="wordnet", help="text file (one per line) or 'wordnet'")
+    p.add_argument(
+        "--corpus",
+        default="wordnet",
+        help="corpus:NAME (aegis-lab corpus build), a text file (one per line) or 'wordnet'",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--sentences", type=int, default=20000, help="corpus size cap (0 = all)")
     p.add_argument("--epochs", type=float, default=1.0)
