@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="padded",
         help="encoder attention modes to measure, e.g. padded,packed",
     )
+    doc.add_argument("--threads", type=int, default=0, help="CPU runs: threads of every system")
+    doc.add_argument(
+        "--infinity-bin", default="", help="CPU runs: infinity_emb executable (default venv)"
+    )
+    doc.add_argument(
+        "--peers",
+        default="infinity_torch,infinity_onnx",
+        help="CPU runs: Infinity engines to measure too ('' = none)",
+    )
 
     qb = bench_sub.add_parser("query", help="query path: in-process vs encoder vs gateway")
     qb.add_argument("--model", default="builtin:query")

@@ -779,9 +779,9 @@ def main_args(ns: Any) -> int:
         out_dir=Path(ns.out_dir),
         command="aegis-lab " + " ".join(sys.argv[1:]),
         attention=ns.attention.split(","),
-        # Flags the CLI may not have (yet): CPU threads, the Infinity executable.
-        threads=getattr(ns, "threads", 0) or 0,
-        infinity_bin=getattr(ns, "infinity_bin", "") or None,
+        threads=ns.threads,
+        infinity_bin=ns.infinity_bin or None,
+        peers=[p for p in ns.peers.split(",") if p],
     )
     payload = run_document_bench(cfg)
     for row in payload["rows"]:
