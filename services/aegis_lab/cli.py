@@ -137,8 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--baseline", action="append", default=[], help="NAME=DIR extra query model to compare"
     )
-    ev.add_argument("--out-md", default="docs/alignment.md")
-    ev.add_argument("--out-json", default="docs/results/alignment.json")
+    ev.add_argument(
+        "--out-md",
+        default="",
+        help="default: docs/alignment.md (--suite), else alignment-wordnet.md",
+    )
+    ev.add_argument(
+        "--out-json",
+        default="",
+        help="default: docs/results/alignment.json (--suite), else alignment_wordnet.json",
+    )
     ev.add_argument("--notes", default="", help="Markdown file appended to the report")
     ev.add_argument(
         "--suite",
@@ -244,6 +252,8 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
 
     if ns.suite:
         return _eval_suite(ns)
+    ns.out_md = ns.out_md or "docs/alignment-wordnet.md"
+    ns.out_json = ns.out_json or "docs/results/alignment_wordnet.json"
 
     from aegis_lab.evaluation.report import write_report
     from aegis_lab.evaluation.retrieval import run_eval
@@ -280,7 +290,8 @@ def _eval_suite(ns: argparse.Namespace) -> int:
     )
     notes = Path(ns.notes).read_text(encoding="utf-8") if ns.notes else ""
     command = "aegis-lab " + " ".join(sys.argv[1:])
-    out = write_suite_report(result, default, command, Path(ns.out_md), Path(ns.out_json),
+    md, js = ns.out_md or "docs/alignment.md", ns.out_json or "docs/results/alignment.json"
+    out = write_suite_report(result, default, command, Path(md), Path(js),
                              Path(ns.out_frontier), notes)  # fmt: skip
     print(json.dumps({"targets": out["targets"], "eval_seconds": result["eval_seconds"]},
                      indent=1))  # fmt: skip
