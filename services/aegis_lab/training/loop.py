@@ -108,6 +108,16 @@ def bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def adamw(groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one (CPU too): 10 ms instead of ~240 ms per
+    step for MiniLM's 22M parameters on two cores, where the per-tensor loop was a quarter of
+    every training step."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 # Settings a resumed run may change: how long it runs, how it reports, where it runs.
 RESUME_FREE = frozenset(
     {"resume", "segment_seconds", "checkpoint_every_s", "progress", "threads", "max_train_seconds",
@@ -187,7 +197,7 @@ class Trainer:
         groups = [{"params": body, "lr": cfg.lr}]
         if head:
             groups.append({"params": head, "lr": cfg.lr * cfg.head_lr_multiplier})
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = adamw(groups, cfg.lr, cfg.weight_decay)
         self.plan = {
             "total": self.total_steps,
             "warmup": round(self.total_steps * cfg.warmup_fraction),
