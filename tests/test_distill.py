@@ -439,3 +439,19 @@ def test_suite_dev_sets_are_scored_as_a_macro_average(tmp_path, tiny_pair, monke
         assert r["student_teacher_ndcg_at_10"] == pytest.approx(np.mean(list(r["tasks"].values())))
     assert summary["dev"]["set"] == "suite-small"
     assert summary["train_texts"] + summary["val_texts"] <= len(texts) - 24
+
+
+def test_layer_exit_writes_the_teachers_first_layers_as_a_student(tmp_path, tiny_pair) -> None:
+    from aegis_lab.training.student_model import write_layer_exit
+
+    teacher, _, corpus = tiny_pair
+    texts = corpus.read_text().splitlines()[:5]
+    out = write_layer_exit(teacher, 1, tmp_path / "exit1")
+    probe = Embedder(out)
+    assert probe.num_layers == 1 and probe.space.space_id == "tiny-teacher/48"
+    assert probe.space.model_id == "tiny-teacher-exit1"
+    cut = Embedder(teacher)
+    cut.keep_first_layers(1)
+    np.testing.assert_allclose(probe.embed(texts), cut.embed(texts), atol=2e-3)  # fp16 weights
+    with pytest.raises(ValueError, match="--layers 3: the teacher has 2 layers"):
+        write_layer_exit(teacher, 3, tmp_path / "exit3")

@@ -163,3 +163,23 @@ def write_student_dir(
     write_prompts(out, prompts)
     write_json(out / SPACE_MANIFEST, {**space, "dimensions": model.out_dim})
     return out
+
+
+def write_layer_exit(teacher_dir: Path, layers: int, out: Path, model_id: str = "") -> Path:
+    """The teacher's first ``layers`` layers (its embeddings, pooling and space), untrained, as
+    a student directory: a depth probe of the frontier, and the start of a layer-exit
+    distillation (``--student-layers``)."""
+    teacher = Embedder(teacher_dir, dtype="float32")
+    try:
+        teacher.keep_first_layers(layers)
+    except ValueError:
+        raise ValueError(
+            f"--layers {layers}: the teacher has {teacher.num_layers} layers"
+        ) from None
+    space = {
+        "space_id": teacher.space.space_id,
+        "model_id": model_id or f"{teacher.space.model_id}-exit{layers}",
+        "matryoshka_dims": list(teacher.space.matryoshka_dims),
+    }
+    model = StudentModel(teacher, teacher.dim, None).eval()
+    return write_student_dir(model, teacher_dir, out, space, dict(teacher.prompts))
