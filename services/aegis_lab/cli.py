@@ -100,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     tb.add_argument("--out-dir", default="docs")
 
+    tc = bench_sub.add_parser(
+        "telemetry-cost", help="telemetry's instructions per Embed call, off vs on (callgrind)"
+    )
+    tc.add_argument("--model", default="builtin:query")
+    tc.add_argument("--backend", default="onnx", choices=BACKENDS, help="the encoder's runtime")
+    tc.add_argument("--sampling", default="0.1,1.0", help="head-sampling ratios of the on runs")
+    tc.add_argument("--requests", type=int, default=200, help="sequential Embed calls counted")
+    tc.add_argument("--warmup", type=int, default=20, help="calls before the counted window")
+    tc.add_argument("--counter", default="callgrind", choices=["callgrind", "cpu"])
+    tc.add_argument("--real-model", action="store_true", help="no stub forward pass (slow)")
+    tc.add_argument("--model-calls", type=int, default=5, help="real forward passes counted")
+    tc.add_argument("--out-dir", default="docs")
+
     chaos = sub.add_parser("chaos", help="fault suite: kill/SIGTERM replicas, overload, fuzz")
     from aegis_lab.chaos.scenarios import SCENARIOS
 
@@ -215,6 +228,10 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         from aegis_lab.bench.telemetry import main_args as telemetry_main
 
         return telemetry_main(ns)
+    if ns.bench == "telemetry-cost":
+        from aegis_lab.bench.telemetry_cost import main_args as telemetry_cost_main
+
+        return telemetry_cost_main(ns)
     raise SystemExit(f"unknown bench {ns.bench}")
 
 

@@ -23,7 +23,14 @@ class EncoderObserver:
     def __init__(self, role: str, instruments: EncoderInstruments | None = None) -> None:
         self.role = role
         self.labels = {"pool": role}
-        self.instruments = instruments or encoder_instruments()
+        self.instruments = i = instruments or encoder_instruments()
+        # Label sets bound once: a record is then a bucket update (instruments.py).
+        self._input_tokens = i.input_tokens.bind(self.labels)
+        self._queue_wait = i.queue_wait.bind(self.labels)
+        self._batch = tuple(
+            h.bind(self.labels)
+            for h in (i.batch_size, i.batch_tokens, i.batch_padded_tokens, i.batch_duration)
+        )
         self._remove_gauge = None
 
     def watch_queue(self, batcher: Batcher) -> None:
@@ -40,15 +47,15 @@ class EncoderObserver:
             self._remove_gauge = None
 
     def on_batch(self, record: BatchRecord) -> None:
-        i = self.instruments
         seconds = (record.end_wall_ns - record.start_wall_ns) / 1e9
         if record.failed:
-            i.failed_batches.add(1, self.labels)
+            self.instruments.failed_batches.add(1, self.labels)
         else:
-            i.batch_size.record(record.texts, self.labels)
-            i.batch_tokens.record(record.real_tokens, self.labels)
-            i.batch_padded_tokens.record(record.padded_tokens, self.labels)
-            i.batch_duration.record(seconds, self.labels)
+            size, tokens, padded, duration = self._batch
+            size.record(record.texts)
+            tokens.record(record.real_tokens)
+            padded.record(record.padded_tokens)
+            duration.record(seconds)
         sampled = [
             job.tag
             for job in record.jobs
@@ -87,14 +94,13 @@ class EncoderObserver:
         """Per request, in its own trace: a `queue` span (enqueue → batch start) and one
         `batch` event per forward pass that served it, naming that batch's span (events
         ride on the Encode span: a span each would cost more than the ≤ 5% budget)."""
-        i = self.instruments
-        i.input_tokens.add(input_tokens, self.labels)
-        i.queue_wait.record(job.queue_ns / 1e9, self.labels)
+        self._input_tokens.add(input_tokens)
+        self._queue_wait.record(job.queue_ns / 1e9)
+        current = trace.get_current_span()
+        if not current.is_recording():  # unsampled: no queue span, no events (hot path)
+            return
         record_span("queue", job.enqueued_wall_ns, job.enqueued_wall_ns + job.queue_ns,
                     **{"aegis.texts": len(job.items)})  # fmt: skip
-        current = trace.get_current_span()
-        if not current.is_recording():
-            return
         for ctx, start, end, texts in job.batch_tags:
             current.add_event(
                 "batch",

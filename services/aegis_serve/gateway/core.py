@@ -43,7 +43,7 @@ from aegis_serve.gateway.validation import (
 )
 from aegis_serve.protocol import NO_PROMPT, REQUEST_TOKENS_KEY
 from aegis_serve.settings import GatewaySettings
-from aegis_serve.telemetry.instruments import gateway_instruments
+from aegis_serve.telemetry.instruments import CounterCell, gateway_instruments
 from aegis_serve.telemetry.rpc import span
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Gateway:
         self.space = SpaceState(query, document)
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
         self.metrics = gateway_instruments()
+        self._pool_counters: dict[str, tuple[CounterCell, CounterCell]] = {}
         self.admission = Admission(
             settings.max_inflight_requests,
             settings.max_inflight_inputs,
@@ -158,9 +159,9 @@ class Gateway:
                 f"inputs have {sum(tokens)} tokens in total; the limit is {budget} tokens per "
                 "request (split it into smaller requests)"
             )
-        labels = {"pool": route.pool.role}
-        self.metrics.inputs.add(len(tokens), labels)
-        self.metrics.input_tokens.add(sum(tokens), labels)
+        inputs, input_tokens = self._input_counters(route.pool.role)
+        inputs.add(len(tokens))
+        input_tokens.add(sum(tokens))
         if route.fallback:
             self.metrics.fallbacks.add(1)
         info = route.pool.info
@@ -185,6 +186,15 @@ class Gateway:
             resp.embeddings.extend(embed_pb2.Embedding(data=b) for b in encode_rows(quantized))
         resp.timing.total_ns = time.perf_counter_ns() - started
         return resp
+
+    def _input_counters(self, role: str) -> tuple[CounterCell, CounterCell]:
+        """The inputs and input-token counters of a pool, bound once."""
+        cells = self._pool_counters.get(role)
+        if cells is None:
+            labels = {"pool": role}
+            cells = (self.metrics.inputs.bind(labels), self.metrics.input_tokens.bind(labels))
+            self._pool_counters[role] = cells
+        return cells
 
     async def _encode_with_fallback(
         self, plan: EmbedPlan, route: Route, metadata: Sequence[tuple[str, str]], timeout: float

@@ -34,7 +34,7 @@ from aegis_serve.common.errors import ServiceError
 from aegis_serve.encoder.result import Encoded, MalformedResponse
 from aegis_serve.protocol import RETRY_AFTER_KEY
 from aegis_serve.telemetry.instruments import gateway_instruments
-from aegis_serve.telemetry.rpc import inject_metadata, recording, tracer
+from aegis_serve.telemetry.rpc import inject_metadata, tracer
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +305,9 @@ class Pool:
         self, replica: Replica, attempt: int, texts: int
     ) -> AbstractContextManager[Span]:
         """The span of one Encode attempt (skipped when the request is not sampled)."""
-        if not recording():
-            return nullcontext(trace.get_current_span())
+        current = trace.get_current_span()
+        if not current.is_recording():
+            return nullcontext(current)
         remote = isinstance(replica, RemoteReplica)
         return tracer().start_as_current_span(
             f"{ENCODER_SERVICE}/Encode" if remote else "embedded Encode",

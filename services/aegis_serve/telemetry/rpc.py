@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -47,16 +47,29 @@ def recording() -> bool:
     return trace.get_current_span().is_recording()
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Span]:
+class _Unrecorded:
+    """`span()` under a span that does not record: yields that span, makes nothing (a plain
+    object: a generator-based context manager cost ≈ 3× as much on this, the common path)."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, current: Span) -> None:
+        self.span = current
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[Span]:
     """A child span of the current one (INTERNAL); the current span itself when that one
     does not record (its context still propagates)."""
     current = trace.get_current_span()
     if not current.is_recording():
-        yield current
-        return
-    with tracer().start_as_current_span(name, attributes=attributes) as child:
-        yield child
+        return _Unrecorded(current)
+    return tracer().start_as_current_span(name, attributes=attributes)
 
 
 def record_span(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
@@ -124,14 +137,13 @@ class RpcScope:
                 self.fail(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         elapsed = time.perf_counter() - self._start
         span = self.span
-        span.set_attribute("rpc.grpc.status_code", self.code.value[0])
-        if self.pool:
-            span.set_attribute("aegis.pool", self.pool)
-        if self.code != grpc.StatusCode.OK:
-            span.set_status(Status(StatusCode.ERROR, f"{self.code.name}: {self.message}"))
-        span.end()
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", self.code.value[0])
+            if self.pool:
+                span.set_attribute("aegis.pool", self.pool)
+            if self.code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, f"{self.code.name}: {self.message}"))
+            span.end()
         if self._token is not None:
             otel_context.detach(self._token)
-        labels = {"method": self.method, "pool": self.pool or "none", "status": self.code.name}
-        self.instruments.requests.add(1, labels)
-        self.instruments.duration.record(elapsed, labels)
+        self.instruments.record(self.method, self.pool or "none", self.code.name, elapsed)
