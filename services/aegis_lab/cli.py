@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", default="127.0.0.1:50051")
     demo.add_argument("--dimensions", type=int, default=0)
 
+    exit_ = sub.add_parser(
+        "layer-exit", help="write the teacher's first K layers (untrained) as a student dir"
+    )
+    exit_.add_argument("--teacher", default="builtin:document")
+    exit_.add_argument("--layers", type=int, required=True)
+    exit_.add_argument("--out", required=True)
+    exit_.add_argument("--model-id", default="")
+
     from aegis_lab.training.linear_map import DESCRIPTION as ALIGN_DESCRIPTION
     from aegis_lab.training.linear_map import add_arguments as align_arguments
 
@@ -321,6 +329,20 @@ def _cmd_corpus(ns: argparse.Namespace) -> int:
     return main_args(ns)
 
 
+def _cmd_layer_exit(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aegis_lab.training.student_model import write_layer_exit
+    from aegis_serve.models.resolve import resolve_model
+
+    try:
+        out = write_layer_exit(resolve_model(ns.teacher), ns.layers, Path(ns.out), ns.model_id)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(json.dumps({"out": str(out), "layers": ns.layers}))
+    return 0
+
+
 def _cmd_align(ns: argparse.Namespace) -> int:
     from aegis_lab.training.linear_map import run
 
@@ -335,6 +357,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "distill": _cmd_distill,
     "eval": _cmd_eval,
+    "layer-exit": _cmd_layer_exit,
     "pack-student": _cmd_pack_student,
 }
 
