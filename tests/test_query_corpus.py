@@ -658,8 +658,17 @@ def test_exclusion_by_text_and_by_source_item(tmp_path: Path, fixture_inputs: qc
     assert collected.stats["excluded_items:debian-sibling"] == 1
 
 
-def test_exclusions_refuse_without_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+def _suite_unimportable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the suite module were missing, also when another test imported it already
+    (`from aegis_lab.evaluation import suite` reads the package attribute first)."""
+    import aegis_lab.evaluation
+
     monkeypatch.setitem(sys.modules, "aegis_lab.evaluation.suite", None)
+    monkeypatch.delattr(aegis_lab.evaluation, "suite", raising=False)
+
+
+def test_exclusions_refuse_without_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    _suite_unimportable(monkeypatch)
     with pytest.raises(qc.ExclusionsUnavailable, match="--no-exclusions"):
         qc.exclusions()
     assert qc.exclusions(enabled=False).enabled is False
@@ -670,7 +679,7 @@ def test_cli_refuses_without_exclusions(
 ) -> None:
     from aegis_lab.cli import main
 
-    monkeypatch.setitem(sys.modules, "aegis_lab.evaluation.suite", None)
+    _suite_unimportable(monkeypatch)
     assert main(["corpus", "build", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "evaluation suite" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
