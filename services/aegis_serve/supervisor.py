@@ -84,6 +84,11 @@ class Child:
         assert proc.stdout is not None
         for line in proc.stdout:
             self.lines.append(line)
+            # Echo before marking ready: whoever waits on `ready` prints next, and a
+            # reader of our combined output must find the READY line before that.
+            if self.echo:
+                sys.stdout.write(f"[{self.name}] {line}")
+                sys.stdout.flush()
             if not self.ready.is_set():
                 fields = parse_ready(line)
                 if fields is not None:
@@ -92,9 +97,6 @@ class Child:
                     self.ready_marker and self.ready_marker in line
                 ):
                     self.ready.set()
-            if self.echo:
-                sys.stdout.write(f"[{self.name}] {line}")
-                sys.stdout.flush()
 
     def wait_ready(self, timeout: float) -> Child:
         """Block until READY; on exit or timeout, kill it and raise ChildFailed."""
