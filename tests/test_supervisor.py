@@ -29,8 +29,7 @@ def test_echoed_ready_line_is_written_before_ready_is_signalled(monkeypatch) -> 
     out = _SlowStdout()
     monkeypatch.setattr(sys, "stdout", out)
     code = (
-        "import time; print('READY gateway address=127.0.0.1:1 pid=1', flush=True); "
-        "time.sleep(30)"
+        "import time; print('READY gateway address=127.0.0.1:1 pid=1', flush=True); time.sleep(30)"
     )
     child = _child(code, echo=True).start()
     try:
