@@ -555,17 +555,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for mode in _modes(rows):
         conc = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == full]
-        left.plot([r["concurrency"] for r in conc], [r["docs_per_s"] for r in conc], "o-",
+        left.plot([r["concurrency"] for r in conc], [r[RATE] for r in conc], "o-",
                   label=f"gateway, {mode}")  # fmt: skip
     for engine in sorted({r.get("engine", "") for r in _mixed(rows, "infinity")}):
         conc = [r for r in _mixed(rows, "infinity") if r.get("engine") == engine]
-        left.plot([r["concurrency"] for r in conc], [r["docs_per_s"] for r in conc], "s--",
+        left.plot([r["concurrency"] for r in conc], [r[RATE] for r in conc], "s--",
                   label=f"infinity ({engine})")  # fmt: skip
     for (name, row), style in zip(base.items(), (":", "--", "-."), strict=False):
-        left.axhline(row["docs_per_s"], color="gray", ls=style, label=f"{name} (1 batch at a time)")
+        left.axhline(row[RATE], color="gray", ls=style, label=f"{name} (1 batch at a time)")
     left.set_xscale("log", base=2)
     left.set_xlabel("requests in flight")
-    left.set_ylabel("documents / s")
+    left.set_ylabel("document tokens / s")
     left.set_title(f"{full} layers, mixed-length documents")
     left.legend(fontsize=8)
     depths = sorted({r["layers"] for r in _mixed(rows, "gateway")}, reverse=True)
@@ -574,15 +574,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     x = np.arange(len(depths))
     for k, mode in enumerate(modes):
         gw = _mixed(rows, "gateway", mode)
-        best = [max((r["docs_per_s"] for r in gw if r["layers"] == d), default=0) for d in depths]
+        best = [max((r[RATE] for r in gw if r["layers"] == d), default=0) for d in depths]
         right.bar(x + (k - len(modes) / 2) * width, best, width, label=f"gateway ({mode})")
     ref = next((b for b in ("raw_hf_sorted", "raw_hf") if b in base), None)  # every depth
     if ref is not None:
-        values = [_baselines(rows, d).get(ref, {}).get("docs_per_s", 0) for d in depths]
+        values = [_baselines(rows, d).get(ref, {}).get(RATE, 0) for d in depths]
         right.bar(x + (len(modes) - len(modes) / 2) * width, values, width, label=ref,
                   color="gray")  # fmt: skip
     right.set_xticks(x, [f"{d}L" for d in depths])
-    right.set_ylabel("documents / s")
+    right.set_ylabel("document tokens / s")
     right.set_title("by depth (2D-Matryoshka layer exit; best concurrency)")
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -591,13 +591,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _x(a: float, b: float) -> str:
-    return f"**{a / b:.2f}×** ({a:,.0f} vs {b:,.0f} docs/s)" if b else "n/a"
+# Ratios compare document tokens per second: a run capped by --max-seconds covers only part
+# of the corpus, and sentence-transformers starts with its longest batch, so docs/s of two
+# partial runs would compare different documents (tokens/s does not care which were done).
+RATE = "tokens_per_s"
+
+
+def _x(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if not b[RATE]:
+        return "n/a"
+    return (f"**{a[RATE] / b[RATE]:.2f}×** ({a[RATE]:,.0f} vs {b[RATE]:,.0f} tokens/s; "
+            f"{a['docs_per_s']:,.1f} vs {b['docs_per_s']:,.1f} docs/s)")  # fmt: skip
 
 
 def _best_infinity(rows: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
     at = [r for r in _mixed(rows, "infinity") if r["concurrency"] == concurrency]
-    return max(at, key=lambda r: r["docs_per_s"], default=None)
+    return max(at, key=lambda r: r[RATE], default=None)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -634,28 +643,27 @@ def summarize(
         gw = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == full]
         if not gw:
             continue
-        best = max(gw, key=lambda r: r["docs_per_s"])
+        best = max(gw, key=lambda r: r[RATE])
         where = f"{best['concurrency']} in flight"
         for name, row in base.items():
             lines.append(f"- **{mode}**, {full} layers: gateway ({where}) vs {name}: "
-                         f"{_x(best['docs_per_s'], row['docs_per_s'])}")  # fmt: skip
+                         f"{_x(best, row)}")  # fmt: skip
         for r in gw:
             peer = _best_infinity(rows, r["concurrency"])
             if peer is not None:
                 lines.append(
                     f"- {mode}, {r['concurrency']} in flight: gateway vs infinity "
-                    f"({peer['engine']}, the faster engine there): "
-                    f"{_x(r['docs_per_s'], peer['docs_per_s'])}"
+                    f"({peer['engine']}, the faster engine there): {_x(r, peer)}"
                 )
         for depth in sorted({r["layers"] for r in _mixed(rows, "gateway", mode)}, reverse=True):
             if depth == full:
                 continue
             at = [r for r in _mixed(rows, "gateway", mode) if r["layers"] == depth]
-            best = max(at, key=lambda r: r["docs_per_s"])
+            best = max(at, key=lambda r: r[RATE])
             same = next((r for r in gw if r["concurrency"] == best["concurrency"]), None)
-            if same and same["docs_per_s"]:
+            if same and same[RATE]:
                 lines.append(
-                    f"  - layer exit {depth}L: {best['docs_per_s'] / same['docs_per_s']:.2f}× "
+                    f"  - layer exit {depth}L: {best[RATE] / same[RATE]:.2f}× "
                     f"the {full}L throughput (same concurrency)"
                 )
     for r in rows:

@@ -600,7 +600,7 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
         f"({cfg.naive_workers} worker threads, one encode at a time, no batching), same "
         "EncoderService/Encode proto and grpc.aio client as `encoder`; `infinity_torch` / "
         "`infinity_onnx` = infinity-emb's REST server with its own dynamic batching on its "
-        "torch / optimum (ONNX Runtime) engine, driven by httpx.AsyncClient (HTTP/1.1 "
+        "torch / optimum (ONNX Runtime) engine, driven by aiohttp.ClientSession (HTTP/1.1 "
         "keep-alive pool as large as the requests in flight)"
         + (f"; `gateway_2proc` = the gateway over {cfg.split_procs} query processes with "
            f"threads/{cfg.split_procs} each" if cfg.split_procs > 1 else "")
