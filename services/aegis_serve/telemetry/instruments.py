@@ -25,7 +25,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -85,6 +85,22 @@ class CounterCell:
 
 
 _NO_LABELS: frozenset[tuple[str, str]] = frozenset()
+_Cell = TypeVar("_Cell")
+
+
+def _bound_cell(
+    cells: dict[frozenset[tuple[str, str]], _Cell],
+    lock: threading.Lock,
+    attributes: Mapping[str, str] | None,
+    make: Callable[[dict[str, str]], _Cell],
+) -> _Cell:
+    """The cell of one label set in `cells`, made (under `lock`) on first use."""
+    key = frozenset(attributes.items()) if attributes else _NO_LABELS
+    cell = cells.get(key)
+    if cell is None:
+        with lock:
+            cell = cells.setdefault(key, make(dict(attributes or {})))
+    return cell
 
 
 class LocalCounter:
@@ -102,12 +118,8 @@ class LocalCounter:
 
     def bind(self, attributes: Mapping[str, str] | None = None) -> CounterCell:
         """The cell of one label set (created on first use; keep it on a hot path)."""
-        key = frozenset(attributes.items()) if attributes else _NO_LABELS
-        cell = self._cells.get(key)
-        if cell is None:
-            with self._lock:
-                cell = self._cells.setdefault(key, CounterCell(self._lock, dict(attributes or {})))
-        return cell
+        return _bound_cell(self._cells, self._lock, attributes,
+                           lambda labels: CounterCell(self._lock, labels))  # fmt: skip
 
     def add(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
         """As the API's `Counter.add`."""
@@ -178,12 +190,8 @@ class LocalHistogram:
 
     def bind(self, attributes: Mapping[str, str] | None = None) -> HistogramCell:
         """The cell of one label set (created on first use; keep it on a hot path)."""
-        key = frozenset(attributes.items()) if attributes else _NO_LABELS
-        cell = self._cells.get(key)
-        if cell is None:
-            with self.lock:
-                cell = self._cells.setdefault(key, HistogramCell(self, dict(attributes or {})))
-        return cell
+        return _bound_cell(self._cells, self.lock, attributes,
+                           lambda labels: HistogramCell(self, labels))  # fmt: skip
 
     def record(self, value: float, attributes: Mapping[str, str] | None = None) -> None:
         """As the API's `Histogram.record`."""
