@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aegis_lab.bench import peers
-from aegis_lab.bench.document import Corpus, DocumentBenchConfig, run_document_bench
+from aegis_lab.bench.document import Corpus, DocumentBenchConfig, run_document_bench, summarize
 from aegis_lab.bench.driver import run_load
 
 KEYS = {"path", "layers", "corpus", "concurrency", "docs_per_s", "tokens_per_s", "p50_ms",
@@ -121,3 +121,22 @@ def test_load_driver_counts_every_unit_under_concurrency():
 
     result = asyncio.run(run_load(call, 40, 8, progress=False))
     assert result.units == 200 and len(result.latencies) == 40 and result.errors == 0
+
+
+def test_ratios_compare_tokens_per_second_not_documents():
+    """A run cut by --max-seconds covers part of the corpus; sentence-transformers starts with
+    its longest batch, so its docs/s is low for the same work. The ratio must follow tokens/s."""
+    rows = [
+        {"path": "st_encode", "layers": 12, "corpus": "mixed", "concurrency": 1,
+         "docs_per_s": 2.0, "tokens_per_s": 600.0, "p50_ms": 1.0, "p99_ms": 1.0},
+        {"path": "gateway", "layers": 12, "corpus": "mixed", "concurrency": 1,
+         "docs_per_s": 4.0, "tokens_per_s": 570.0, "p50_ms": 1.0, "p99_ms": 1.0,
+         "attention": "padded", "backend": "torch", "errors": 0},
+        {"path": "infinity", "layers": 12, "corpus": "mixed", "concurrency": 1,
+         "docs_per_s": 1.0, "tokens_per_s": 300.0, "p50_ms": 1.0, "p99_ms": 1.0,
+         "engine": "torch", "errors": 0},
+    ]  # fmt: skip
+    cfg = DocumentBenchConfig(model="aegis:tiny", device="cpu", command="test")
+    md = summarize(rows, "test machine", cfg, 0, "m")
+    assert "vs st_encode: **0.95×** (570 vs 600 tokens/s; 4.0 vs 2.0 docs/s)" in md
+    assert "gateway vs infinity (torch, the faster engine there): **1.90×**" in md
