@@ -172,7 +172,7 @@ def test_full_embedded_queue_is_resource_exhausted_with_retry_after(
     request = embed_pb2.EmbedRequest(inputs=["two", "texts"], input_type=QUERY)
     err = _error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in err.details()
-    assert dict(err.trailing_metadata())["retry-after-ms"] == "100"
+    assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
     assert _replica(gw).healthy  # full is not down: no fallback, the caller backs off
 
 

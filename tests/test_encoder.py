@@ -178,6 +178,8 @@ def test_queue_full_is_resource_exhausted_over_grpc(stack, student):
             codes.append(exc.code())
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 assert "queue is full" in exc.details()
+                # The standard pushback trailer, and the deprecated one with the same value.
+                assert ("grpc-retry-pushback-ms", "100") in exc.trailing_metadata()
                 assert ("retry-after-ms", "100") in exc.trailing_metadata()
     assert grpc.StatusCode.OK in codes and grpc.StatusCode.RESOURCE_EXHAUSTED in codes
 

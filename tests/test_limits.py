@@ -120,7 +120,7 @@ def test_gateway_in_flight_bound_sheds_load(stack, student, limit, needle):
     request = embed_pb2.EmbedRequest(inputs=["one more"], input_type=DOC)
     err = _error(lambda: stub.Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and needle in err.details()
-    assert dict(err.trailing_metadata())["retry-after-ms"] == "100"
+    assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
     assert len(first.result(120).embeddings) == 16
     assert len(stub.Embed(request, timeout=30).embeddings) == 1
     assert gw.gateway.admission.requests == 0 and gw.gateway.admission.inputs == 0
@@ -142,7 +142,7 @@ def test_embed_streams_over_the_limit_are_refused(stack, student):
     err = _error(lambda: list(stub.EmbedStream(iter([request]), timeout=10)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit is 1" in err.details()
-    assert dict(err.trailing_metadata())["retry-after-ms"] == "100"
+    assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
     release.set()
     assert len(list(first)) == 1
     assert wait_until(lambda: gw.gateway.admission.streams == 0, timeout=10)
@@ -170,4 +170,4 @@ def test_every_replica_full_passes_retry_after_to_the_caller(stack, student):
     err = _error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "queue is full" in err.details()
-    assert dict(err.trailing_metadata())["retry-after-ms"] == "100"
+    assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"

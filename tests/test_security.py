@@ -195,8 +195,9 @@ def test_rate_limit_per_token_answers_resource_exhausted_with_retry_after(
     err = _error(lambda: stub.GetInfo(info, metadata=_bearer(ALPHA), timeout=5))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "rate limit of 0.5 requests/s for token 'alpha'" in err.details()
-    retry = dict(err.trailing_metadata())["retry-after-ms"]
-    assert 1000 <= int(retry) <= 2000
+    trailers = dict(err.trailing_metadata())
+    retry = trailers["grpc-retry-pushback-ms"]
+    assert 1000 <= int(retry) <= 2000 and trailers["retry-after-ms"] == retry
     # Another token has its own bucket.
     assert stub.GetInfo(info, metadata=_bearer(PLAIN), timeout=5).serving
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from aegis_serve.cli_flags import add_settings_flags, run_command
+from aegis_serve.cli_flags import Command, add_settings_flags, run_command
 from aegis_serve.common.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -58,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print the gateway's GetInfo as JSON")
     info.add_argument("--target", default="127.0.0.1:50051")
+    for client_cmd in (emb, info):
+        client_cmd.add_argument("--token", default=None, help="bearer token (env AEGIS_TOKEN)")
+        client_cmd.add_argument(
+            "--verbose",
+            action="store_true",
+            help="on failure, print the trailers and the traceback, not just the one-line error",
+        )
     return parser
 
 
@@ -123,10 +133,37 @@ def _cmd_up(ns: argparse.Namespace) -> int:
     return run_stack(settings, on_ready=on_ready)
 
 
+def _client_errors(command: Command) -> Command:
+    """A client command whose failures print one line (`error: CODE: details`) and exit 1;
+    `--verbose` adds the server's trailers and the traceback."""
+
+    @functools.wraps(command)
+    def run(ns: argparse.Namespace) -> int:
+        from aegis_client import AegisError
+
+        try:
+            return command(ns)
+        except AegisError as exc:
+            print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+            if exc.retry_after is not None:
+                print(f"retry after {exc.retry_after:g} s", file=sys.stderr)
+            if ns.verbose:
+                print(f"trailers: {list(exc.trailing_metadata)}", file=sys.stderr)
+                traceback.print_exception(exc, file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _token(ns: argparse.Namespace) -> str | None:
+    return ns.token or os.environ.get("AEGIS_TOKEN") or None
+
+
+@_client_errors
 def _cmd_embed(ns: argparse.Namespace) -> int:
     from aegis_client import EmbedClient
 
-    with EmbedClient(ns.target, timeout=ns.timeout) as client:
+    with EmbedClient(ns.target, timeout=ns.timeout, token=_token(ns)) as client:
         result = client.embed(
             ns.texts,
             ns.input_type,
@@ -149,12 +186,13 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
     return 0
 
 
+@_client_errors
 def _cmd_info(ns: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from aegis_client import EmbedClient
 
-    with EmbedClient(ns.target, timeout=10) as client:
+    with EmbedClient(ns.target, timeout=10, token=_token(ns)) as client:
         print(json.dumps(MessageToDict(client.info()), indent=2))
     return 0
 

@@ -1,7 +1,7 @@
 """Wire constants the gateway and the encoders (and the supervisors that start them) share.
 
 Everything one side writes and another side reads lives here, so a name cannot drift:
-metadata keys, the "no prompt" marker, the back-off trailer and the READY line a process
+metadata keys, the "no prompt" marker, the back-off trailers and the READY line a process
 prints once it serves.
 
 The request token budget: the gateway splits a large Embed request into chunks across
@@ -19,7 +19,12 @@ REQUEST_TOKENS_KEY = "aegis-max-request-tokens"
 # `prompt_name` value meaning "embed the text as is" (an empty name means "the role's prompt").
 NO_PROMPT = "-"
 # Trailing metadata on RESOURCE_EXHAUSTED: how long the caller should wait before retrying.
+# `grpc-retry-pushback-ms` is gRPC's standard (gRFC A6): a channel's retry policy waits that
+# long before its next attempt. `retry-after-ms` carries the same value for clients written
+# against the first release; deprecated, to be dropped in the next one.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 RETRY_AFTER_KEY = "retry-after-ms"
+BACKOFF_TRAILERS = (PUSHBACK_KEY, RETRY_AFTER_KEY)
 RETRY_AFTER_MS = 100
 # First word of the one line a serving process prints on stdout once it accepts RPCs.
 READY_PREFIX = "READY "
@@ -36,7 +41,7 @@ def request_token_budget(own: int, metadata: Iterable[tuple[str, str | bytes]] |
 
 def retry_after(ms: int = RETRY_AFTER_MS) -> tuple[tuple[str, str], ...]:
     """Trailing metadata telling the caller to back off for `ms` milliseconds."""
-    return ((RETRY_AFTER_KEY, str(ms)),)
+    return tuple((key, str(ms)) for key in BACKOFF_TRAILERS)
 
 
 def ready_line(kind: str, **fields: object) -> str:

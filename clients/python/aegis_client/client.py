@@ -2,13 +2,16 @@
 
 Thin wrappers over the generated stub: they validate names client-side (so a typo fails
 before a round trip), attach the bearer token and deadline to every call, and decode vectors
-into numpy. Server errors surface unchanged as ``grpc.RpcError`` so callers can act on the
-status code.
+into numpy. Failed calls raise the typed errors of ``aegis_client.errors`` (code, details,
+``retry_after``), never a raw ``grpc.RpcError``. The channel's default service config retries
+the idempotent calls on UNAVAILABLE and RESOURCE_EXHAUSTED within the call's deadline, waiting
+what the server's ``grpc-retry-pushback-ms`` trailer asks (gRFC A6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client.decode import ENCODING_NAMES, ENCODING_VALUES, decode_embeddings
+from aegis_client.errors import from_rpc_error, invalid_input
 
 try:  # optional: trace propagation when the caller uses OpenTelemetry
     from opentelemetry import propagate as _propagate
@@ -39,6 +43,37 @@ _DEFAULT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+EMBED_SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
+#: Unary methods safe to send again: they change nothing on the server.
+IDEMPOTENT_METHODS = ("Embed", "Tokenize", "GetInfo")
+#: gRPC's limit on attempts per call (gRFC A6 caps maxAttempts at 5).
+MAX_ATTEMPTS_LIMIT = 5
+
+
+def retry_service_config(max_attempts: int) -> str:
+    """The channel's service config: retry the idempotent methods on UNAVAILABLE and
+    RESOURCE_EXHAUSTED, exponential backoff from 100 ms, the server's pushback winning; gRPC
+    stops retrying at the call's deadline."""
+    if max_attempts < 2:
+        return json.dumps({"methodConfig": []})
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": EMBED_SERVICE, "method": m} for m in IDEMPOTENT_METHODS],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                    },
+                }
+            ]
+        }
+    )
+
 
 #: One text, or any iterable of texts.
 Inputs = str | Iterable[str]
@@ -70,7 +105,7 @@ def _input_type_value(input_type: str) -> int:
     try:
         return INPUT_TYPES[input_type]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise invalid_input(
             f"unknown input_type {input_type!r}; expected one of {sorted(INPUT_TYPES)}"
         ) from None
 
@@ -79,7 +114,7 @@ def _encoding_value(encoding: str) -> int:
     try:
         return ENCODING_VALUES[encoding]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise invalid_input(
             f"unknown encoding {encoding!r}; expected one of {sorted(ENCODING_VALUES)}"
         ) from None
 
@@ -93,7 +128,7 @@ def _as_list(inputs: Inputs) -> list[str]:
 
 def _non_negative(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int (0 = model default), got {value!r}")
+        raise invalid_input(f"{name} must be a non-negative int (0 = model default), got {value!r}")
     return value
 
 
@@ -149,7 +184,10 @@ def _embed_result(response: embed_pb2.EmbedResponse, unpack_bits: bool) -> Embed
 
 
 class _ClientBase:
-    """Configuration shared by the sync and async clients (credentials, metadata, deadline).
+    """Configuration shared by the sync and async clients (credentials, metadata, deadline,
+    retries). ``max_attempts`` (1–5) bounds the tries of one idempotent call on UNAVAILABLE /
+    RESOURCE_EXHAUSTED; 1 turns retries off. A ``grpc.service_config`` in ``options`` replaces
+    the retry policy.
 
     Subclasses name the grpc module that makes their channels (``grpc`` or ``grpc.aio``).
     """
@@ -167,6 +205,7 @@ class _ClientBase:
         certificate_chain: bytes | None = None,
         token: str | None = None,
         options: list | None = None,
+        max_attempts: int = 4,
     ) -> None:
         if not tls and (root_certificates or private_key or certificate_chain):
             raise ValueError("certificates were given but tls=False; pass tls=True to use them")
@@ -174,6 +213,11 @@ class _ClientBase:
             raise ValueError("mTLS needs both private_key and certificate_chain")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise ValueError(
+                f"max_attempts must be 1..{MAX_ATTEMPTS_LIMIT} (1 = no retries), "
+                f"got {max_attempts!r}"
+            )
         self.target = target
         self.timeout = timeout
         self._credentials = (
@@ -192,7 +236,12 @@ class _ClientBase:
         )
         user_options = list(options or [])
         user_keys = {key for key, _ in user_options}
-        self._options = [o for o in _DEFAULT_OPTIONS if o[0] not in user_keys] + user_options
+        defaults = [
+            *_DEFAULT_OPTIONS,
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry_service_config(max_attempts)),
+        ]
+        self._options = [o for o in defaults if o[0] not in user_keys] + user_options
         if self._credentials is not None:
             self._channel = self._channels.secure_channel(
                 target, self._credentials, options=self._options
@@ -214,6 +263,22 @@ class _ClientBase:
         if not carrier:
             return self._metadata
         return (*(self._metadata or ()), *carrier.items())
+
+
+def _call(method: Callable[..., Any], request: Any, **kwargs: Any) -> Any:
+    """One blocking call; a failure becomes its typed error (the grpc error as the cause)."""
+    try:
+        return method(request, **kwargs)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+
+
+async def _acall(method: Callable[..., Awaitable[Any]], request: Any, **kwargs: Any) -> Any:
+    """`_call` for grpc.aio."""
+    try:
+        return await method(request, **kwargs)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
 
 
 class EmbedClient(_ClientBase):
@@ -246,8 +311,11 @@ class EmbedClient(_ClientBase):
         overrides the client's default deadline for this call.
         """
         request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
-        response = self._stub.Embed(
-            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
+        response = _call(
+            self._stub.Embed,
+            request,
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
         return _embed_result(response, unpack_bits)
 
@@ -269,13 +337,17 @@ class EmbedClient(_ClientBase):
     ) -> embed_pb2.TokenizeResponse:
         """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
         request = _tokenize_request(texts, input_type, add_prompt)
-        return self._stub.Tokenize(
-            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
+        return _call(
+            self._stub.Tokenize,
+            request,
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
 
     def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
-        return self._stub.GetInfo(
+        return _call(
+            self._stub.GetInfo,
             embed_pb2.GetInfoRequest(),
             timeout=self._deadline(timeout),
             metadata=self._call_metadata(),
@@ -320,8 +392,11 @@ class AsyncEmbedClient(_ClientBase):
     ) -> EmbedResult:
         """Embed ``inputs`` as ``"query"`` or ``"document"``; see :meth:`EmbedClient.embed`."""
         request = _embed_request(inputs, input_type, dimensions, encoding, layers, truncate)
-        response = await self._stub.Embed(
-            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
+        response = await _acall(
+            self._stub.Embed,
+            request,
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
         return _embed_result(response, unpack_bits)
 
@@ -343,13 +418,17 @@ class AsyncEmbedClient(_ClientBase):
     ) -> embed_pb2.TokenizeResponse:
         """Tokens (ids, strings, offsets) as the routed model sees them, for chunking."""
         request = _tokenize_request(texts, input_type, add_prompt)
-        return await self._stub.Tokenize(
-            request, timeout=self._deadline(timeout), metadata=self._call_metadata()
+        return await _acall(
+            self._stub.Tokenize,
+            request,
+            timeout=self._deadline(timeout),
+            metadata=self._call_metadata(),
         )
 
     async def info(self, *, timeout: float | None = None) -> embed_pb2.GetInfoResponse:
         """The served space: dimensions, Matryoshka dims, layer options, pools and health."""
-        return await self._stub.GetInfo(
+        return await _acall(
+            self._stub.GetInfo,
             embed_pb2.GetInfoRequest(),
             timeout=self._deadline(timeout),
             metadata=self._call_metadata(),

@@ -210,7 +210,7 @@ async def _drive_gateway(
 
     requests = corpus.requests
     rows: list[dict[str, Any]] = []
-    async with AsyncEmbedClient(address, timeout=600) as client:
+    async with AsyncEmbedClient(address, timeout=600, max_attempts=1) as client:
         for depth in depths:  # warm-up: every depth, a few batch shapes
             for req in requests[:4]:
                 await client.embed(req, "document", layers=depth)

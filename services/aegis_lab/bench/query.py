@@ -206,7 +206,7 @@ async def _caller(
     elif target.protocol == "gateway":
         from aegis_client import AsyncEmbedClient
 
-        async with AsyncEmbedClient(target.address, timeout=60) as client:
+        async with AsyncEmbedClient(target.address, timeout=60, max_attempts=1) as client:
 
             async def call(i: int) -> int:
                 await client.embed([texts[i % len(texts)]], "query")

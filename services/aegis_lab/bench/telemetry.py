@@ -133,7 +133,9 @@ async def _measure(
     async with contextlib.AsyncExitStack() as stack:
         calls: dict[str, Callable[[int], Any]] = {}
         for name, address in addresses.items():
-            client = await stack.enter_async_context(AsyncEmbedClient(address, timeout=60))
+            client = await stack.enter_async_context(
+                AsyncEmbedClient(address, timeout=60, max_attempts=1)
+            )
 
             async def call(i: int, client: AsyncEmbedClient = client) -> int:
                 await client.embed([texts[i % len(texts)]], "query")

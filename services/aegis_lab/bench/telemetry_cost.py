@@ -182,7 +182,9 @@ async def _workload(spec: dict[str, Any], counter: _Counter) -> dict[str, Any]:
     runtime = await start_gateway(gw_settings)
     flush = spec.get("flush")
     try:
-        async with AsyncEmbedClient(f"127.0.0.1:{runtime.port}", timeout=600) as client:
+        async with AsyncEmbedClient(
+            f"127.0.0.1:{runtime.port}", timeout=600, max_attempts=1
+        ) as client:
             for i, text in enumerate(texts[: spec["warmup"]]):
                 with _caller_sampled(i % 2 == 0):
                     await client.embed([text], "query")

@@ -13,10 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import grpc
 from tqdm import tqdm
 
-from aegis_client import AsyncEmbedClient
+from aegis_client import AegisError, AsyncEmbedClient
 from aegis_lab.bench.driver import run_load
 from aegis_lab.chaos.oracle import Oracle
 
@@ -36,7 +35,7 @@ class Tally:
 
     def record_error(self, exc: BaseException) -> None:
         self.failed += 1
-        code = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
+        code = exc.code.name if isinstance(exc, AegisError) else type(exc).__name__
         self.codes[code] += 1
 
     def merge(self, other: Tally) -> None:
@@ -59,7 +58,7 @@ def verified_call(
         tally.sent += 1
         try:
             result = await client.embed(texts, input_type, timeout=timeout)
-        except (grpc.RpcError, asyncio.TimeoutError) as exc:
+        except (AegisError, asyncio.TimeoutError) as exc:
             tally.record_error(exc)
             return 0
         wrong = oracle.check(texts, result.embeddings)
@@ -95,7 +94,9 @@ async def closed_loop(
     """`concurrency` callers, one request each in flight; `during(tally)` runs alongside
     (the fault), and the run ends when both are done."""
     tally = Tally()
-    async with AsyncEmbedClient(address, timeout=timeout) as client:
+    # One attempt per request: the suite counts what the service answers (shed load, failed
+    # replicas), not what a retrying client would hide.
+    async with AsyncEmbedClient(address, timeout=timeout, max_attempts=1) as client:
         call = verified_call(client, oracle, input_type, tally, timeout)
         start = time.perf_counter()
         load = run_load(call, n_requests, concurrency, max_seconds=max_seconds, label=label,
@@ -125,7 +126,9 @@ async def offer(
     tally = Tally()
     slots = asyncio.Semaphore(max_in_flight)
     bar = tqdm(total=n_requests, desc=label, disable=not progress, leave=False)
-    async with AsyncEmbedClient(address, timeout=timeout) as client:
+    # One attempt per request: the suite counts what the service answers (shed load, failed
+    # replicas), not what a retrying client would hide.
+    async with AsyncEmbedClient(address, timeout=timeout, max_attempts=1) as client:
         call = verified_call(client, oracle, input_type, tally, timeout)
 
         async def one(i: int) -> None:

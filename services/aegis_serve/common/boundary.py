@@ -17,14 +17,14 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 
 from aegis_serve.common.errors import ServiceError, abort, invalid
-from aegis_serve.protocol import RETRY_AFTER_KEY
+from aegis_serve.protocol import BACKOFF_TRAILERS
 from aegis_serve.telemetry.instruments import RpcInstruments
 from aegis_serve.telemetry.rpc import RpcScope
 
 log = logging.getLogger(__name__)
 
 # Trailing metadata of an upstream (encoder) error passed on to the caller.
-PASSED_TRAILERS = (RETRY_AFTER_KEY,)
+PASSED_TRAILERS = BACKOFF_TRAILERS
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

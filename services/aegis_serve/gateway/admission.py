@@ -1,8 +1,8 @@
 """Bounded admission at the gateway: in-flight requests, in-flight inputs, open streams.
 
-Load beyond the bounds is answered at once with RESOURCE_EXHAUSTED and a back-off trailer
-(`protocol.RETRY_AFTER_KEY`)
-(clients back off) instead of queueing in gateway memory. The encoders' own bounded
+Load beyond the bounds is answered at once with RESOURCE_EXHAUSTED and the standard
+`grpc-retry-pushback-ms` trailer (clients back off; gRPC retry policies wait that long)
+instead of queueing in gateway memory. The encoders' own bounded
 queues then protect the model; these bounds protect the gateway itself.
 """
 

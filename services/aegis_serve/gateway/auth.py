@@ -10,9 +10,12 @@ Tokens come from `AEGIS_AUTH_TOKENS` (comma-separated) and/or `AEGIS_AUTH_TOKENS
 `methods` takes short names (`Embed`) or full paths (`/aegis.embed.v1.EmbedService/Embed`).
 Answers: no/malformed `authorization` header or unknown token -> UNAUTHENTICATED; a known
 token calling a method it is not granted -> PERMISSION_DENIED; over `auth_rate_per_s`
-(token bucket, `auth_burst` deep) -> RESOURCE_EXHAUSTED with `retry-after-ms` trailing
-metadata. Health and reflection stay open for probes. A token value is never logged: logs
-show its name, or `sha256:` + 8 hex digits of its hash for unnamed tokens.
+(token bucket, `auth_burst` deep) -> RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` (and
+the deprecated `retry-after-ms`) trailing metadata: the wait until the bucket has a token.
+Buckets are per gateway replica: N replicas admit up to N times the rate; a cluster-wide limit
+is the mesh's global rate limit (docs/deploy.md). Health and reflection stay open for probes.
+A token value is never logged: logs show its name, or `sha256:` + 8 hex digits of its hash
+for unnamed tokens.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.common.errors import ServiceError
 from aegis_serve.encoder.result import Encoded, MalformedResponse
-from aegis_serve.protocol import RETRY_AFTER_KEY
+from aegis_serve.protocol import BACKOFF_TRAILERS
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.rpc import inject_metadata, tracer
 
@@ -88,7 +88,7 @@ class ReplicaDown(Exception):
 
 def upstream_error(exc: grpc.aio.AioRpcError) -> ServiceError:
     """A remote replica's status as a ServiceError, with its back-off trailer (if any)."""
-    trailers = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k == RETRY_AFTER_KEY)
+    trailers = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in BACKOFF_TRAILERS)
     return ServiceError(exc.code(), exc.details() or exc.code().name, trailers)
 
 
@@ -277,6 +277,11 @@ class Pool:
         for attempt, replica in enumerate(self._order()):
             left = deadline - time.monotonic()
             if left <= 0:
+                if last is None:  # the caller's deadline, not the replicas, ended the call
+                    raise ServiceError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the call's deadline expired before a {self.role} replica was tried",
+                    )
                 break
             if last is not None:
                 retry_labels = {"pool": self.role, "status": last.code.name}
