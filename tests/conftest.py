@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import pytest
 
 from aegis_serve.supervisor import Child, serve_argv
@@ -161,6 +162,20 @@ def spawn() -> Iterator[Callable[..., ServiceProcess]]:
     yield _spawn
     for p in procs:
         p.kill()
+
+
+def rpc_error(fn: Callable[[], object]) -> grpc.RpcError:
+    """The gRPC error a call ended with, from a raw stub or from the client (whose typed error
+    keeps the grpc error as its cause): tests of server statuses read it the same way."""
+    from aegis_client import AegisError
+
+    with pytest.raises((grpc.RpcError, AegisError)) as info:
+        fn()
+    err = info.value
+    if isinstance(err, AegisError):
+        assert isinstance(err.__cause__, grpc.RpcError)
+        return err.__cause__
+    return err
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, every: float = 0.05) -> bool:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from aegis_client import EmbedClient
+from aegis_client import EmbedClient, InvalidInputError
 from aegis_lab.random_aegis import write_aegis_embed_dir
 from aegis_serve.models.embedder import Embedder
 
@@ -82,10 +82,10 @@ def test_layers_and_dims_through_the_gateway(stack, tiny):
             np.testing.assert_allclose(res.embeddings, ref, atol=1e-5)
             assert res.raw.layers == (layers or 6)
         for bad, needle in (({"layers": 4}, "layers=4 is not offered"),):
-            with pytest.raises(grpc.RpcError) as err:
+            with pytest.raises(InvalidInputError) as err:
                 client.embed(TEXTS, "document", **bad)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert needle in err.value.details()
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert needle in err.value.details
 
 
 @pytest.mark.parametrize("layers", [0, 3])

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from aegis_client import EmbedClient
+from aegis_client import EmbedClient, InvalidInputError
 from conftest import ROOT, ServiceProcess
 
 pytestmark = pytest.mark.teacher
@@ -180,6 +180,6 @@ def test_cli_embed_and_grpc_errors_through_the_stack(live_stack):
     )
     row = json.loads(out.stdout.splitlines()[0])
     assert row["text"] == "hello there" and len(row["embedding"]) == 64
-    with EmbedClient(address, timeout=30) as client, pytest.raises(grpc.RpcError) as err:
+    with EmbedClient(address, timeout=30) as client, pytest.raises(InvalidInputError) as err:
         client.embed(["x"], "query", dimensions=100)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT

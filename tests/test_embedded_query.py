@@ -23,7 +23,7 @@ from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
 from aegis_serve.models.embedder import Embedder
 from aegis_serve.settings import GatewaySettings
-from conftest import LoopThread, ServiceProcess, make_space_variant, wait_until
+from conftest import LoopThread, ServiceProcess, make_space_variant, rpc_error, wait_until
 
 TEXTS = [
     "What is the capital of France?",
@@ -65,12 +65,6 @@ def _client(gw: Any, timeout: float = 60) -> EmbedClient:
 
 def _stub(gw: Any) -> embed_pb2_grpc.EmbedServiceStub:
     return embed_pb2_grpc.EmbedServiceStub(grpc.insecure_channel(f"127.0.0.1:{gw.port}"))
-
-
-def _error(fn: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value
 
 
 def _replica(gw: Any) -> Any:
@@ -134,8 +128,8 @@ def test_info_and_health_show_the_embedded_replica(pair):
 def test_validation_is_the_same_as_remote(pair, request_kwargs, needle):
     embedded, remote = pair
     request = embed_pb2.EmbedRequest(**request_kwargs)
-    got = _error(lambda: _stub(embedded).Embed(request, timeout=30))
-    want = _error(lambda: _stub(remote).Embed(request, timeout=30))
+    got = rpc_error(lambda: _stub(embedded).Embed(request, timeout=30))
+    want = rpc_error(lambda: _stub(remote).Embed(request, timeout=30))
     assert got.code() == want.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in got.details() and got.details() == want.details()
 
@@ -157,7 +151,7 @@ def test_deadline_drops_queued_texts_before_the_model(stack, student, embedded_g
     )
     assert wait_until(lambda: batcher.stats.batches >= 1, timeout=30)
     late = embed_pb2.EmbedRequest(inputs=["late one", "late two", "late three"], input_type=QUERY)
-    err = _error(lambda: _stub(gw).Embed(late, timeout=0.3))
+    err = rpc_error(lambda: _stub(gw).Embed(late, timeout=0.3))
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(busy.result(120).embeddings) == 24
     assert wait_until(lambda: batcher.stats.dropped_texts == 3, timeout=10)
@@ -170,7 +164,7 @@ def test_full_embedded_queue_is_resource_exhausted_with_retry_after(
     d = stack.encoder("d", student, "document")
     gw = embedded_gateway([d], student, query_max_queue_texts=1)
     request = embed_pb2.EmbedRequest(inputs=["two", "texts"], input_type=QUERY)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in err.details()
     assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
     assert _replica(gw).healthy  # full is not down: no fallback, the caller backs off
@@ -190,7 +184,7 @@ def test_falls_back_to_the_document_pool_when_the_embedded_pool_is_down(
         assert after.encoder == "document" and after.fallback
         np.testing.assert_allclose(after.embeddings, before.embeddings, atol=1e-5)
         assert wait_until(lambda: client.info().pools[0].healthy_replicas == 0, timeout=10)
-        err = _error(lambda: no_fallback.embed(["x"], "query"))
+        err = rpc_error(lambda: no_fallback.embed(["x"], "query"))
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert "query pool has no healthy replica (embedded: " in err.details()
 
@@ -200,7 +194,7 @@ def test_documents_never_go_to_the_embedded_pool(stack, student, embedded_gatewa
     gw = embedded_gateway([d], student)
     stack.stop_encoder("d")
     with _client(gw, timeout=30) as client:
-        err = _error(lambda: client.embed(["x"], "document"))
+        err = rpc_error(lambda: client.embed(["x"], "document"))
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert "document pool has no healthy replica" in err.details()
         assert client.embed(["x"], "query").encoder == "query"
@@ -217,7 +211,7 @@ def test_a_mis_declared_embedded_model_is_refused(
         info = client.info()
         assert not info.serving and "different vector spaces" in info.problem
         assert "query@embedded" in info.problem
-        err = _error(lambda: client.embed(["x"], "query"))
+        err = rpc_error(lambda: client.embed(["x"], "query"))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "other-space/384" in err.details()
 

@@ -12,7 +12,7 @@ from sentence_transformers.util.quantization import quantize_embeddings
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
 from aegis_serve.models.embedder import Embedder
-from conftest import make_space_variant, wait_until
+from conftest import make_space_variant, rpc_error, wait_until
 
 TEXTS = [
     "What is the capital of France?",
@@ -81,9 +81,8 @@ def test_unpacked_bits_are_signs(pair, student):
 
 
 def _code_and_message(fn) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value.code(), info.value.details()
+    err = rpc_error(fn)
+    return err.code(), err.details()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-from conftest import wait_until
+from conftest import rpc_error, wait_until
 
 DOC = embed_pb2.INPUT_TYPE_DOCUMENT
 LONG = "token " * 250  # ~252 tokens: one slow-ish forward each with max_batch_texts=1
@@ -17,12 +17,6 @@ LONG = "token " * 250  # ~252 tokens: one slow-ish forward each with max_batch_t
 
 def _stub(gw) -> embed_pb2_grpc.EmbedServiceStub:
     return embed_pb2_grpc.EmbedServiceStub(grpc.insecure_channel(f"127.0.0.1:{gw.port}"))
-
-
-def _error(fn) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value
 
 
 def _busy(address: str, n: int) -> grpc.Future:
@@ -41,7 +35,7 @@ def test_max_input_tokens_caps_below_the_models_limit(stack, student):
     assert resp.usage.input_tokens == 16
     assert stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=5).max_input_tokens == 16
     long.truncate = embed_pb2.TRUNCATE_NONE
-    err = _error(lambda: stub.Embed(long, timeout=30))
+    err = rpc_error(lambda: stub.Embed(long, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "inputs[0] has 42 tokens, more than the limit of 16" in err.details()
 
@@ -51,7 +45,7 @@ def test_max_request_tokens_on_the_encoder_refuses_before_the_model(stack, stude
     gw = stack.gateway([d], [d])
     batcher = stack.encoders["d"][1].batcher
     request = embed_pb2.EmbedRequest(inputs=["word " * 20] * 3, input_type=DOC)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "inputs have 66 tokens in total; the limit is 50 tokens per request" in err.details()
     assert batcher.stats.texts == 0
@@ -66,13 +60,13 @@ def test_max_request_tokens_on_the_gateway_limits_the_whole_split_request(stack,
     request = embed_pb2.EmbedRequest(inputs=texts, input_type=DOC)
     # Budget below one chunk: the encoders refuse before any model work.
     gw = stack.gateway([d1], [d1, d2], max_request_tokens=100)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "the limit is 100 tokens per request" in err.details()
     assert sum(stack.encoders[n][1].batcher.stats.texts for n in ("d1", "d2")) == 0
     # Each chunk fits but the request does not: refused as a whole.
     gw = stack.gateway([d1], [d1, d2], max_request_tokens=200)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "inputs have 256 tokens in total; the limit is 200" in err.details()
     gw = stack.gateway([d1], [d1, d2], max_request_tokens=256)
@@ -83,7 +77,7 @@ def test_message_over_the_size_limit_is_resource_exhausted_with_sizes(stack, stu
     d = stack.encoder("d", student, "document")
     gw = stack.gateway([d], [d], max_message_bytes=64 * 1024)
     request = embed_pb2.EmbedRequest(inputs=["y" * 100_000], input_type=DOC)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in err.details() and "65536" in err.details()
 
@@ -96,7 +90,7 @@ def test_short_deadline_behind_a_busy_encoder_never_reaches_the_model(stack, stu
     busy = _busy(d, 24)
     assert wait_until(lambda: batcher.stats.batches >= 1, timeout=30)
     request = embed_pb2.EmbedRequest(inputs=["late one", "late two", "late three"], input_type=DOC)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=0.3))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=0.3))
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert busy.result(120).rows == 24
     assert wait_until(lambda: batcher.stats.dropped_texts == 3, timeout=10)
@@ -118,7 +112,7 @@ def test_gateway_in_flight_bound_sheds_load(stack, student, limit, needle):
     first = stub.Embed.future(embed_pb2.EmbedRequest(inputs=[LONG] * 16, input_type=DOC), 120)
     assert wait_until(lambda: gw.gateway.admission.requests == 1, timeout=10)
     request = embed_pb2.EmbedRequest(inputs=["one more"], input_type=DOC)
-    err = _error(lambda: stub.Embed(request, timeout=30))
+    err = rpc_error(lambda: stub.Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and needle in err.details()
     assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
     assert len(first.result(120).embeddings) == 16
@@ -139,7 +133,7 @@ def test_embed_streams_over_the_limit_are_refused(stack, student):
 
     first = stub.EmbedStream(held_open(), timeout=60)
     assert wait_until(lambda: gw.gateway.admission.streams == 1, timeout=10)
-    err = _error(lambda: list(stub.EmbedStream(iter([request]), timeout=10)))
+    err = rpc_error(lambda: list(stub.EmbedStream(iter([request]), timeout=10)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit is 1" in err.details()
     assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"
@@ -167,7 +161,7 @@ def test_every_replica_full_passes_retry_after_to_the_caller(stack, student):
     b = stack.encoder("b", student, "document", max_queue_texts=1)
     gw = stack.gateway([a], [a, b])
     request = embed_pb2.EmbedRequest(inputs=["two", "texts"], input_type=DOC)
-    err = _error(lambda: _stub(gw).Embed(request, timeout=30))
+    err = rpc_error(lambda: _stub(gw).Embed(request, timeout=30))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "queue is full" in err.details()
     assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "100"

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from aegis_client import EmbedClient
+from aegis_client import AegisError, EmbedClient
 from aegis_lab.bench.peers import free_port
 from aegis_lab.otlp_receiver import OtlpReceiver, ReceivedSpan
 from conftest import ServiceProcess, wait_until
@@ -162,7 +162,7 @@ def test_error_status_is_on_the_span(traced_stack, receiver: OtlpReceiver) -> No
     with (
         EmbedClient(traced_stack["gateway"].address) as client,
         provider.get_tracer("t").start_as_current_span("caller") as caller,
-        pytest.raises(grpc.RpcError),
+        pytest.raises(AegisError),
     ):
         client.embed(["ok", ""], "query")
     trace_id = format(caller.get_span_context().trace_id, "032x")
@@ -183,7 +183,7 @@ def test_metrics_move_by_what_was_sent(traced_stack, receiver: OtlpReceiver) -> 
     with EmbedClient(traced_stack["gateway"].address) as client:
         for i in range(3):
             tokens += client.embed([f"query number {i}", "a second text"], "query").input_tokens
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(AegisError):
             client.embed([], "query")
         docs = client.embed(["a document", "another one", "a third"], "document")
     after_gw, after_q = scrape(gw_metrics), scrape(q_metrics)
@@ -359,7 +359,11 @@ def test_auth_refusals_are_counted(stack, student) -> None:
             if m.name == "aegis.gateway.requests"
             for p in m.data.data_points
         ]
-        return {p.attributes["status"]: p.value for p in points if p.attributes["pool"] == "none"}
+        counts: dict[str, int] = {}  # summed over methods (one point per method and status)
+        for p in points:
+            if p.attributes["pool"] == "none":
+                counts[p.attributes["status"]] = counts.get(p.attributes["status"], 0) + p.value
+        return counts
 
     address = stack.encoder("q", student, "query")
     gw = stack.gateway([address], [address], auth_tokens=["good-token name=ci methods=GetInfo"])
@@ -367,7 +371,7 @@ def test_auth_refusals_are_counted(stack, student) -> None:
     for token in (None, "wrong-token", "good-token"):
         with (
             EmbedClient(f"127.0.0.1:{gw.port}", token=token) as client,
-            pytest.raises(grpc.RpcError),
+            pytest.raises(AegisError),
         ):
             client.embed(["hello"], "query")
     after = refused()

@@ -13,6 +13,7 @@ from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
 from aegis_serve.gateway.auth import load_principals, parse_line
 from certs import TestCA
+from conftest import rpc_error
 
 TEXTS = ["What is the capital of France?", "Paris is the capital of France."]
 
@@ -20,12 +21,6 @@ TEXTS = ["What is the capital of France?", "Paris is the capital of France."]
 @pytest.fixture
 def ca(tmp_path) -> TestCA:
     return TestCA(tmp_path / "pki")
-
-
-def _error(fn) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value
 
 
 # ------------------------------------------------------------------- TLS
@@ -39,7 +34,7 @@ def test_tls_gateway_serves_clients_that_trust_its_ca(stack, student, ca):
         got = client.embed(TEXTS, "document").embeddings
     np.testing.assert_allclose(got, student.embed(TEXTS), atol=1e-5)
     with EmbedClient(address, timeout=5) as plaintext:
-        err = _error(lambda: plaintext.embed(TEXTS, "document"))
+        err = rpc_error(lambda: plaintext.embed(TEXTS, "document"))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -55,7 +50,7 @@ def test_mtls_gateway_requires_a_client_certificate(stack, student, ca):
     ) as client:
         assert client.embed(TEXTS, "document").embeddings.shape == (2, 384)
     with EmbedClient(address, tls=True, root_certificates=root, timeout=5) as anonymous:
-        err = _error(lambda: anonymous.embed(TEXTS, "document"))
+        err = rpc_error(lambda: anonymous.embed(TEXTS, "document"))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -102,7 +97,7 @@ def test_gateway_without_valid_pool_credentials_reports_unavailable(stack, stude
     with EmbedClient(f"127.0.0.1:{gw.port}", timeout=10) as client:
         info = client.info()
         assert not info.serving and info.pools[1].healthy_replicas == 0
-        err = _error(lambda: client.embed(TEXTS, "document"))
+        err = rpc_error(lambda: client.embed(TEXTS, "document"))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert "document pool has no healthy replica" in err.details()
 
@@ -163,13 +158,13 @@ def test_bearer_tokens_statuses_and_open_probes(stack, student, tokens_file, cap
         (_bearer(READER), grpc.StatusCode.PERMISSION_DENIED, "'reader' may not call"),
     ]
     for metadata, code, needle in cases:
-        err = _error(lambda m=metadata: stub.Embed(EMBED, metadata=m, timeout=10))
+        err = rpc_error(lambda m=metadata: stub.Embed(EMBED, metadata=m, timeout=10))
         assert err.code() == code and needle in err.details(), (metadata, err)
     for token in (ALPHA, PLAIN, FROM_ENV):
         assert len(stub.Embed(EMBED, metadata=_bearer(token), timeout=30).embeddings) == 2
     assert stub.GetInfo(embed_pb2.GetInfoRequest(), metadata=_bearer(READER), timeout=5).serving
     # Streaming calls are checked too.
-    err = _error(lambda: list(stub.EmbedStream(iter([EMBED]), timeout=10)))
+    err = rpc_error(lambda: list(stub.EmbedStream(iter([EMBED]), timeout=10)))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     with EmbedClient(f"127.0.0.1:{gw.port}", token=ALPHA, timeout=30) as client:
         assert client.embed(TEXTS, "query").embeddings.shape == (2, 384)
@@ -192,7 +187,7 @@ def test_rate_limit_per_token_answers_resource_exhausted_with_retry_after(
     info = embed_pb2.GetInfoRequest()
     for _ in range(2):
         stub.GetInfo(info, metadata=_bearer(ALPHA), timeout=5)
-    err = _error(lambda: stub.GetInfo(info, metadata=_bearer(ALPHA), timeout=5))
+    err = rpc_error(lambda: stub.GetInfo(info, metadata=_bearer(ALPHA), timeout=5))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "rate limit of 0.5 requests/s for token 'alpha'" in err.details()
     trailers = dict(err.trailing_metadata())
