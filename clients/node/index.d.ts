@@ -1,5 +1,5 @@
 // Types for the aegis-serve Node.js client (index.js).
-import type { ChannelOptions, ServiceError, status as GrpcStatus } from '@grpc/grpc-js';
+import type { ChannelOptions, Metadata, ServiceError, status as GrpcStatus } from '@grpc/grpc-js';
 
 export type InputType = 'query' | 'document';
 export type EncodingName = 'float32' | 'float16' | 'int8' | 'uint8' | 'binary' | 'ubinary';
@@ -30,8 +30,14 @@ export interface EmbedClientOptions {
   deadlineMs?: number | null;
   /** Directory holding aegis/embed/v1/embed.proto. Default: env AEGIS_PROTOS_DIR, else the repo's protos/. */
   protosDir?: string;
-  /** Extra grpc-js channel options (override the defaults). */
+  /** Extra grpc-js channel options (override the defaults, `grpc.service_config` included). */
   channelOptions?: Partial<ChannelOptions>;
+  /**
+   * Tries per idempotent call (1..5; 1 = no retries). Default 4: UNAVAILABLE and
+   * RESOURCE_EXHAUSTED are retried within the deadline, waiting the server's
+   * `grpc-retry-pushback-ms`.
+   */
+  maxAttempts?: number;
 }
 
 export interface EmbedOptions<E extends EncodingName = EncodingName> {
@@ -116,8 +122,49 @@ export interface GetInfoResponse {
   problem: string;
 }
 
-/** Calls reject with the grpc-js error: `.code` (status), `.details` (message), `.metadata`. */
-export type EmbedError = ServiceError;
+/**
+ * Calls reject with an AegisError subclass: `.code` (numeric gRPC status, as grpc-js),
+ * `.codeName`, `.details` (the server's message), `.retryAfter` (seconds the server asked the
+ * caller to wait, or null), `.metadata` (trailers) and `.cause` (the grpc-js ServiceError).
+ */
+export class AegisError extends Error {
+  constructor(
+    code: number,
+    details: string,
+    options?: { retryAfter?: number | null; metadata?: Metadata | null; cause?: unknown },
+  );
+  readonly code: number;
+  readonly codeName: string;
+  readonly details: string;
+  readonly retryAfter: number | null;
+  readonly metadata: Metadata | null;
+  /** Whether the same call may succeed when tried again later. */
+  readonly retryable: boolean;
+}
+/** INVALID_ARGUMENT / OUT_OF_RANGE / NOT_FOUND: fix the request. */
+export class InvalidInputError extends AegisError {}
+/** UNAUTHENTICATED: no token, or an unknown one. */
+export class AuthenticationError extends AegisError {}
+/** PERMISSION_DENIED: the token may not call this method. */
+export class PermissionDeniedError extends AegisError {}
+/** RESOURCE_EXHAUSTED: rate limited or overloaded; wait `retryAfter` seconds. */
+export class RateLimitError extends AegisError {}
+/** UNAVAILABLE: nothing can serve now; retry later. */
+export class UnavailableError extends AegisError {}
+/** DEADLINE_EXCEEDED. */
+export class DeadlineExceededError extends AegisError {}
+/** FAILED_PRECONDITION: the service refuses to serve (e.g. pools in different spaces). */
+export class FailedPreconditionError extends AegisError {}
+/** CANCELLED. */
+export class CancelledError extends AegisError {}
+/** INTERNAL / UNKNOWN / DATA_LOSS / UNIMPLEMENTED. */
+export class ServerError extends AegisError {}
+/** The typed error for a grpc-js ServiceError. */
+export function fromServiceError(err: ServiceError): AegisError;
+/** The retry service config the client installs for `maxAttempts`. */
+export function retryServiceConfig(maxAttempts: number): string;
+/** @deprecated calls now reject with AegisError. */
+export type EmbedError = AegisError;
 
 export class EmbedClient {
   constructor(target?: string, options?: EmbedClientOptions);

@@ -42,6 +42,131 @@ const DEFAULT_CHANNEL_OPTIONS = Object.freeze({
   'grpc.keepalive_time_ms': 30000,
 });
 
+const EMBED_SERVICE = 'aegis.embed.v1.EmbedService';
+// Unary methods that change nothing on the server, so a retry is safe.
+const IDEMPOTENT_METHODS = Object.freeze(['Embed', 'Tokenize', 'GetInfo']);
+// gRFC A6 caps maxAttempts at 5.
+const MAX_ATTEMPTS_LIMIT = 5;
+
+/**
+ * The channel's service config: retry the idempotent methods on UNAVAILABLE and
+ * RESOURCE_EXHAUSTED with exponential backoff from 100 ms; the server's
+ * `grpc-retry-pushback-ms` wins over the backoff, and the call's deadline ends the retries.
+ * Same policy as the Python client.
+ */
+function retryServiceConfig(maxAttempts) {
+  if (maxAttempts < 2) return JSON.stringify({ methodConfig: [] });
+  return JSON.stringify({
+    methodConfig: [
+      {
+        name: IDEMPOTENT_METHODS.map((method) => ({ service: EMBED_SERVICE, method })),
+        retryPolicy: {
+          maxAttempts,
+          initialBackoff: '0.1s',
+          maxBackoff: '2s',
+          backoffMultiplier: 2,
+          retryableStatusCodes: ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'],
+        },
+      },
+    ],
+  });
+}
+
+// ------------------------------------------------------------------ typed errors
+// gRFC A6 pushback trailer, and the gateway's older one (same value, deprecated).
+const PUSHBACK_KEY = 'grpc-retry-pushback-ms';
+const LEGACY_RETRY_AFTER_KEY = 'retry-after-ms';
+const STATUS_NAMES = Object.freeze(
+  Object.fromEntries(Object.entries(grpc.status).map(([name, value]) => [value, name])),
+);
+
+/**
+ * A failed call. `code` is the numeric gRPC status (as grpc-js's errors), `codeName` its
+ * name, `details` the server's message, `retryAfter` the wait in seconds the server asked
+ * for (or null), `metadata` the trailers and `cause` the grpc-js error.
+ */
+class AegisError extends Error {
+  constructor(code, details, { retryAfter = null, metadata = null, cause } = {}) {
+    const codeName = STATUS_NAMES[code] || `STATUS_${code}`;
+    super(`${codeName}: ${details}`, cause === undefined ? undefined : { cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.codeName = codeName;
+    this.details = details;
+    this.retryAfter = retryAfter;
+    this.metadata = metadata;
+  }
+
+  /** Whether the same call may succeed when tried again later. */
+  get retryable() {
+    return false;
+  }
+}
+/** The request itself is wrong (empty input, unknown dims, too many tokens...): fix it. */
+class InvalidInputError extends AegisError {}
+/** No bearer token, or one the gateway does not know. */
+class AuthenticationError extends AegisError {}
+/** The token is valid but may not call this method. */
+class PermissionDeniedError extends AegisError {}
+/** Rate limited or overloaded (RESOURCE_EXHAUSTED): wait `retryAfter` seconds and retry. */
+class RateLimitError extends AegisError {
+  get retryable() {
+    return true;
+  }
+}
+/** The gateway or every replica of the routed pool cannot serve now: retry later. */
+class UnavailableError extends AegisError {
+  get retryable() {
+    return true;
+  }
+}
+/** The call did not finish within its deadline. */
+class DeadlineExceededError extends AegisError {}
+/** The service is up but refuses to serve (e.g. its pools are in different spaces). */
+class FailedPreconditionError extends AegisError {}
+/** The call was cancelled (the channel closed, or the server stopped mid-call). */
+class CancelledError extends AegisError {}
+/** A failure inside the service (INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED). */
+class ServerError extends AegisError {}
+
+const ERROR_CLASS_OF = Object.freeze({
+  [grpc.status.INVALID_ARGUMENT]: InvalidInputError,
+  [grpc.status.OUT_OF_RANGE]: InvalidInputError,
+  [grpc.status.NOT_FOUND]: InvalidInputError,
+  [grpc.status.UNAUTHENTICATED]: AuthenticationError,
+  [grpc.status.PERMISSION_DENIED]: PermissionDeniedError,
+  [grpc.status.RESOURCE_EXHAUSTED]: RateLimitError,
+  [grpc.status.UNAVAILABLE]: UnavailableError,
+  [grpc.status.DEADLINE_EXCEEDED]: DeadlineExceededError,
+  [grpc.status.FAILED_PRECONDITION]: FailedPreconditionError,
+  [grpc.status.CANCELLED]: CancelledError,
+  [grpc.status.INTERNAL]: ServerError,
+  [grpc.status.UNKNOWN]: ServerError,
+  [grpc.status.DATA_LOSS]: ServerError,
+  [grpc.status.UNIMPLEMENTED]: ServerError,
+});
+
+/** Seconds the server asked the caller to wait (pushback trailer, else the legacy one). */
+function retryAfterSeconds(metadata) {
+  if (!metadata || typeof metadata.get !== 'function') return null;
+  for (const key of [PUSHBACK_KEY, LEGACY_RETRY_AFTER_KEY]) {
+    const [value] = metadata.get(key);
+    if (value !== undefined && /^\d+$/.test(String(value).trim())) return Number(value) / 1000;
+  }
+  return null;
+}
+
+/** The typed error for a grpc-js ServiceError (its class follows the status code). */
+function fromServiceError(err) {
+  const code = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
+  const Cls = ERROR_CLASS_OF[code] || AegisError;
+  return new Cls(code, err.details || err.message || STATUS_NAMES[code], {
+    retryAfter: retryAfterSeconds(err.metadata),
+    metadata: err.metadata || null,
+    cause: err,
+  });
+}
+
 // proto-loader options: camelCase fields, enums as their names, uint64 as JS numbers
 // (token counts and nanosecond timings stay far below 2**53), bytes as Buffers.
 const LOADER_OPTIONS = Object.freeze({
@@ -185,7 +310,11 @@ class EmbedClient {
       deadlineMs = 30000,
       protosDir,
       channelOptions = {},
+      maxAttempts = 4,
     } = options;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > MAX_ATTEMPTS_LIMIT) {
+      throw new TypeError(`maxAttempts must be 1..${MAX_ATTEMPTS_LIMIT} (1 = no retries), got ${maxAttempts}`);
+    }
     if (!tls && (rootCerts || privateKey || certChain)) {
       throw new TypeError('certificates were given but tls is false; pass tls: true to use them');
     }
@@ -204,7 +333,11 @@ class EmbedClient {
     // Plain metadata rather than call credentials, so the token also travels on insecure
     // localhost / service-mesh channels where TLS terminates elsewhere (as the Python client).
     this._token = token;
-    this._stub = new pkg.EmbedService(target, credentials, { ...DEFAULT_CHANNEL_OPTIONS, ...channelOptions });
+    this._stub = new pkg.EmbedService(target, credentials, {
+      ...DEFAULT_CHANNEL_OPTIONS,
+      'grpc.service_config': retryServiceConfig(maxAttempts),
+      ...channelOptions,
+    });
   }
 
   _callOptions(deadlineMs) {
@@ -221,7 +354,7 @@ class EmbedClient {
   _unary(method, request, deadlineMs) {
     return new Promise((resolve, reject) => {
       this._stub[method](request, this._metadata(), this._callOptions(deadlineMs), (err, response) =>
-        err ? reject(err) : resolve(response),
+        err ? reject(fromServiceError(err)) : resolve(response),
       );
     });
   }
@@ -235,7 +368,8 @@ class EmbedClient {
 
   /**
    * Embed `inputs` of one kind. Resolves to the decoded vectors plus response metadata;
-   * rejects with the grpc-js ServiceError (`.code`, `.details`, `.metadata`) on failure.
+   * rejects with a typed AegisError subclass (`.code`, `.codeName`, `.details`,
+   * `.retryAfter`) on failure.
    */
   async embed(inputs, inputType, options = {}) {
     const { dimensions = 0, encoding = 'float32', layers = 0, truncate = 'end', deadlineMs, unpackBits = false } = options;
@@ -296,6 +430,18 @@ class EmbedClient {
 
 module.exports = {
   EmbedClient,
+  AegisError,
+  InvalidInputError,
+  AuthenticationError,
+  PermissionDeniedError,
+  RateLimitError,
+  UnavailableError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  CancelledError,
+  ServerError,
+  fromServiceError,
+  retryServiceConfig,
   decodeEmbeddings,
   decodeFloat16,
   halfToFloat,

@@ -8,13 +8,23 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-const { EmbedClient, status } = require('../index.js');
+const {
+  EmbedClient,
+  status,
+  AegisError,
+  InvalidInputError,
+  AuthenticationError,
+  PermissionDeniedError,
+  RateLimitError,
+  UnavailableError,
+  DeadlineExceededError,
+} = require('../index.js');
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..', '..');
@@ -41,6 +51,7 @@ const procs = [];
 let tmp;
 let gatewayAddr;
 let tlsAddr;
+let authAddr;
 let certPem;
 let client;
 
@@ -123,6 +134,12 @@ before(async () => {
     '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
   certPem = readFileSync(cert);
   tlsAddr = await startService('tls gateway', [...gw, '--port', '0', '--tls-cert', cert, '--tls-key', key]);
+  // A third with tokens and a rate limit of 1 request/s per token, for the typed errors.
+  const tokens = path.join(tmp, 'tokens');
+  writeFileSync(tokens, 'alpha-token name=alpha\nreader-token name=reader methods=GetInfo\n');
+  authAddr = await startService('auth gateway', [
+    ...gw, '--port', '0', '--auth-tokens-file', tokens, '--auth-rate-per-s', '1', '--auth-burst', '1',
+  ]);
   client = new EmbedClient(gatewayAddr, { deadlineMs: 60_000 });
   // Wait until both pools are seen healthy by the gateway.
   const until = Date.now() + 60_000;
@@ -196,8 +213,12 @@ test('Matryoshka dimensions and every quantized encoding match the Python client
   assert.deepEqual(Array.from(bits), Array.from(f32, (x) => (x > 0 ? 1 : 0)));
 });
 
-test('INVALID_ARGUMENT surfaces as the gRPC error with code 3', async () => {
+test('INVALID_ARGUMENT is an InvalidInputError with code 3', async () => {
   await assert.rejects(client.embedQueries(['fine', '']), (err) => {
+    assert.ok(err instanceof InvalidInputError && err instanceof AegisError && err instanceof Error);
+    assert.equal(err.codeName, 'INVALID_ARGUMENT');
+    assert.equal(err.retryable, false);
+    assert.ok(err.cause && err.cause.code === 3, 'the grpc-js error is the cause');
     assert.equal(err.code, status.INVALID_ARGUMENT);
     assert.equal(err.code, 3);
     assert.match(err.details, /1/); // names the empty input's index
@@ -210,6 +231,7 @@ test('INVALID_ARGUMENT surfaces as the gRPC error with code 3', async () => {
 test('a call past its deadline fails with DEADLINE_EXCEEDED', async () => {
   const many = Array.from({ length: 64 }, (_, i) => `document number ${i} `.repeat(20));
   await assert.rejects(client.embedDocuments(many, { deadlineMs: 1 }), (err) => {
+    assert.ok(err instanceof DeadlineExceededError);
     assert.equal(err.code, status.DEADLINE_EXCEEDED);
     return true;
   });
@@ -229,8 +251,48 @@ test('TLS with rootCerts and a bearer token', async () => {
   // Without the CA the handshake fails: UNAVAILABLE, not a silent plaintext fallback.
   const untrusted = new EmbedClient(tlsAddr, { tls: true, deadlineMs: 5_000 });
   try {
-    await assert.rejects(untrusted.embedQueries(['x']), (err) => err.code === status.UNAVAILABLE);
+    await assert.rejects(
+      untrusted.embedQueries(['x']),
+      (err) => err instanceof UnavailableError && err.code === status.UNAVAILABLE && err.retryable,
+    );
   } finally {
     untrusted.close();
   }
+});
+
+test('auth and rate limits are typed errors; a retry waits the server\'s pushback', async () => {
+  const anonymous = new EmbedClient(authAddr, { deadlineMs: 10_000 });
+  const reader = new EmbedClient(authAddr, { token: 'reader-token', deadlineMs: 10_000 });
+  const once = new EmbedClient(authAddr, { token: 'alpha-token', deadlineMs: 10_000, maxAttempts: 1 });
+  const retrying = new EmbedClient(authAddr, { token: 'alpha-token', deadlineMs: 10_000 });
+  try {
+    await assert.rejects(anonymous.embedQueries(['x']), (err) => err instanceof AuthenticationError);
+    await assert.rejects(reader.embedQueries(['x']), (err) => {
+      assert.ok(err instanceof PermissionDeniedError);
+      assert.match(err.details, /'reader' may not call/);
+      return true;
+    });
+    // Burst 1 at 1/s: the first call spends the token, the next is refused with a pushback.
+    assert.equal((await once.embedQueries(['x'])).length, 1);
+    await assert.rejects(once.embedQueries(['x']), (err) => {
+      assert.ok(err instanceof RateLimitError && err.retryable);
+      assert.ok(err.retryAfter > 0.5 && err.retryAfter <= 1, `retryAfter ${err.retryAfter}`);
+      assert.equal(err.metadata.get('grpc-retry-pushback-ms')[0], String(Math.round(err.retryAfter * 1000)));
+      return true;
+    });
+    await new Promise((r) => setTimeout(r, 1100)); // the bucket refills
+    assert.equal((await retrying.embedQueries(['x'])).length, 1);
+    // Refused once, retried after ~1 s of pushback: the policy's own backoff (<= 0.7 s over
+    // all attempts) would have spent every try before the bucket had a token again.
+    const start = Date.now();
+    assert.equal((await retrying.embedQueries(['x'])).length, 1);
+    const waited = Date.now() - start;
+    assert.ok(waited >= 800 && waited < 5000, `waited ${waited} ms`);
+  } finally {
+    for (const c of [anonymous, reader, once, retrying]) c.close();
+  }
+});
+
+test('maxAttempts outside 1..5 is refused', () => {
+  assert.throws(() => new EmbedClient(gatewayAddr, { maxAttempts: 6 }), /maxAttempts must be 1..5/);
 });
