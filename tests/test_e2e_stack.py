@@ -97,6 +97,26 @@ def live_stack():
     assert "stopping: gateway first" in proc.output
 
 
+def test_up_starts_quietly_on_one_screen(live_stack):
+    """From "models ready" to "Ctrl-C": each process's one start line (what it loaded, where,
+    how long) and its READY line, then the summary; no library warning walls or progress bars
+    (the first run's model extraction, before "models ready", may show bars: it takes seconds).
+    """
+    proc, _ = live_stack
+    lines = [ln.rstrip("\n") for ln in proc.lines]
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("models ready in "))
+    last = next(i for i, ln in enumerate(lines) if ln.startswith("Ctrl-C stops everything"))
+    start = [ln for ln in lines[first : last + 1] if ln.strip()]
+    assert len(start) <= 16, "\n".join(start)
+    text = "\n".join(start)
+    for noise in ("Warning", "WARNING", "torchvision", "Loading weights", "Traceback", "it/s"):
+        assert noise not in text, text
+    for kind in ("query encoder ready in", "document encoder ready in", "gateway ready in"):
+        (line,) = [ln for ln in start if kind in ln]
+        assert " s: " in line and "listening on 127.0.0.1:" in line, line
+    assert "serving space all-mpnet-base-v2/768" in text
+
+
 def test_student_queries_rank_their_teacher_document_first(live_stack):
     _, address = live_stack
     queries = [q for q, _ in PAIRS]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -106,9 +107,10 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
     """Start everything, print endpoints, block until a signal; return an exit code.
 
     `on_ready`: a command run once the stack serves, with `--target <gateway>` appended."""
-    print("preparing models (first run extracts and assembles them into the cache)...")
+    started = time.monotonic()  # the first run extracts and assembles models (progress bars)
     query_model = resolve_model(settings.query_model)
     document_model = resolve_model(settings.document_model)
+    print(f"models ready in {time.monotonic() - started:.1f} s; starting the pools and the gateway")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     q_threads, d_threads = auto_threads(settings)
     device = document_device(settings.document_device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -48,5 +49,35 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, name: str = "")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "urllib3", "filelock", "onnx_ir", "onnxscript", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if root.level > logging.DEBUG:
+        quiet_libraries()
+
+
+# Library loggers whose INFO lines (and, for these, warnings) say nothing an operator acts on.
+_QUIET_LOGGERS = {
+    "httpx": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "filelock": logging.WARNING,
+    "onnx_ir": logging.WARNING,
+    "onnxscript": logging.WARNING,
+    "torch.onnx": logging.WARNING,
+    # "torchvision is not installed. Skipping torchvision::nms" x4 on every ONNX export.
+    "torch.onnx._internal.exporter._registration": logging.ERROR,
+    "transformers": logging.ERROR,
+}
+
+
+def quiet_libraries() -> None:
+    """No third-party notice walls at start: Hugging Face progress bars (a 100-ms weight load
+    is not worth a bar) and advisory messages off, noisy library loggers raised. `--log-level
+    DEBUG` keeps them all."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    if "transformers" in sys.modules:  # imported before the environment was set
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()

@@ -67,6 +67,7 @@ class ServerHandle:
         self.port = port
         self.health = health
         self.services = list(services)
+        self.tls = False
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -106,7 +107,8 @@ async def start_server(
         raise RuntimeError(f"cannot bind {address}")
     await server.start()
     handle = ServerHandle(server, bound, health, service_names)
-    log.info("listening on %s:%d (%s)", settings.host, bound, "tls" if creds else "plaintext")
+    handle.tls = creds is not None
+    log.debug("listening on %s:%d (%s)", settings.host, bound, "tls" if creds else "plaintext")
     return handle
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from aegis.encoder.v1 import encoder_pb2_grpc
+from aegis_serve import PROCESS_START
 from aegis_serve.common.server import ServerHandle, serve_until_signal, start_server
 from aegis_serve.encoder.batching import Batcher
 from aegis_serve.encoder.core import Encoder, warm_up
@@ -79,9 +81,16 @@ async def run_encoder(settings: EncoderSettings) -> None:
     )
     handle, encoder = await start_encoder(settings)
     info = encoder.embedder.describe()
-    log.info("encoder ready: %s", info)
-    # One machine-readable line so supervisors (`aegis-serve up`, tests) learn the port.
     address = f"{settings.host}:{handle.port}"
+    # The one start line a person reads: what was loaded, from where, how it runs, how long.
+    log.info(
+        "%s encoder ready in %.1f s: %s (space %s, %s dims) from %s on %s/%s, %s backend, "
+        "threads=%s; listening on %s (%s); telemetry %s",
+        settings.role, time.monotonic() - PROCESS_START, info["model"], info["space_id"],
+        info["dimensions"], settings.model, info["device"], info["dtype"], info["backend"],
+        info["threads"], address, "tls" if handle.tls else "plaintext", telemetry.short,
+    )  # fmt: skip
+    # One machine-readable line so supervisors (`aegis-serve up`, tests) learn the port.
     metrics = telemetry.metrics_address or "off"
     print(ready_line("encoder", role=settings.role, address=address, space=info["space_id"],
                      metrics=metrics), flush=True)  # fmt: skip

@@ -238,8 +238,10 @@ class Pool:
                 log.warning("%s replica %s unhealthy: %s", self.role, replica.target, detail)
             replica.healthy, replica.problem = False, detail
         else:
-            if not replica.healthy:
-                log.info("%s replica %s healthy (%s)", self.role, replica.target, info.space_id)
+            if not replica.healthy:  # the first probe is in the gateway's start line
+                first = replica.last_probe == 0.0
+                log.log(logging.DEBUG if first else logging.INFO, "%s replica %s healthy (%s)",
+                        self.role, replica.target, info.space_id)  # fmt: skip
             replica.info, replica.healthy, replica.problem = info, True, ""
         replica.last_probe = time.monotonic()
 

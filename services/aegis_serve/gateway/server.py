@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import grpc
 
 from aegis.embed.v1 import embed_pb2_grpc
+from aegis_serve import PROCESS_START
 from aegis_serve.common.server import (
     NOT_SERVING,
     SERVING,
@@ -25,7 +27,7 @@ from aegis_serve.gateway.safe_decoding import decode_safely
 from aegis_serve.gateway.service import SERVICE, EmbedServicer
 from aegis_serve.gateway.tls import channel_credentials, server_name_options
 from aegis_serve.protocol import ready_line
-from aegis_serve.settings import GatewaySettings
+from aegis_serve.settings import EMBEDDED, GatewaySettings
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.providers import setup_telemetry
 
@@ -70,7 +72,7 @@ class GatewayRuntime:
         if gw.problem != self._last_problem:
             if gw.problem:
                 log.error("gateway not serving: %s", gw.problem)
-            else:
+            elif self._last_problem is not None:  # serving at start: the start line says so
                 log.info("gateway serving space %s", gw.get_info().space_id)
             self._last_problem = gw.problem
 
@@ -100,12 +102,19 @@ class GatewayRuntime:
             await pool.close()
 
 
+def _auth_summary(settings: GatewaySettings) -> str:
+    if not (settings.auth_tokens or settings.auth_tokens_file):
+        return "off"
+    rate = f", {settings.auth_rate_per_s:g} req/s per token" if settings.auth_rate_per_s else ""
+    return f"on{rate}"
+
+
 def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerInterceptor]:
     """The bearer-token interceptor when tokens are configured (else auth is off)."""
     principals = load_principals(settings.auth_tokens, settings.auth_tokens_file)
     if not principals:
         return []
-    log.info(
+    log.debug(
         "bearer-token auth on: %d tokens (%s)%s",
         len(principals),
         ", ".join(p.name for p in principals),
@@ -177,6 +186,19 @@ async def run_gateway(settings: GatewaySettings) -> None:
     )
     runtime = await start_gateway(settings)
     address = f"{settings.host}:{runtime.port}"
+    gw = runtime.gateway
+    pools = ", ".join(
+        f"{p.role} {len(p.healthy)}/{len(p.replicas)} healthy"
+        + (" (embedded)" if any(r.kind == EMBEDDED for r in p.replicas) else "")
+        for p in gw.pools
+    )
+    space = gw.get_info().space_id
+    state = f"serving space {space}" if gw.serving else f"NOT serving: {gw.problem}"
+    log.info(
+        "gateway ready in %.1f s: %s; %s; listening on %s (%s); auth %s; telemetry %s",
+        time.monotonic() - PROCESS_START, state, pools, address,
+        "tls" if runtime.handle.tls else "plaintext", _auth_summary(settings), telemetry.short,
+    )  # fmt: skip
     metrics = telemetry.metrics_address or "off"
     print(ready_line("gateway", address=address, serving=runtime.gateway.serving, metrics=metrics),
           flush=True)  # fmt: skip

@@ -163,7 +163,7 @@ class Embedder:
         except (ValueError, ImportError) as exc:
             if not attn_implementation:
                 raise
-            log.info("attention %s unavailable (%s); using the default", attn_implementation, exc)
+            log.debug("attention %s unavailable (%s); using the default", attn_implementation, exc)
             kwargs.pop("attn_implementation")
             model = AutoModel.from_pretrained(path, **kwargs)
         return model.to(self.device).eval()

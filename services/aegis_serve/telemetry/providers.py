@@ -63,8 +63,12 @@ class Telemetry:
 
     @property
     def summary(self) -> str:
-        parts = [f"service={self.service_name}"]
-        parts.append(f"traces={self.traces_to or 'off'}")
+        return f"service={self.service_name} {self.short}"
+
+    @property
+    def short(self) -> str:
+        """What is exported where, for the start line."""
+        parts = [f"traces={self.traces_to or 'off'}"]
         parts.append(f"otlp_metrics={self.metrics_to or 'off'}")
         parts.append(f"prometheus={self.metrics_address or 'off'}")
         return " ".join(parts)
@@ -162,5 +166,5 @@ def setup_telemetry(
         )
         metrics.set_meter_provider(meter_provider)
         tele._shutdown.append(meter_provider.shutdown)
-    log.info("telemetry: %s", tele.summary)
+    log.debug("telemetry: %s", tele.summary)  # the process's start line says it once
     return tele
