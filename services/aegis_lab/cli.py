@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description=ALIGN_DESCRIPTION)  # fmt: skip
     align_arguments(align)
 
+    from aegis_lab.canaries import add_arguments as canaries_arguments
+
+    can = sub.add_parser("canaries", help="write a model directory's canaries.json")
+    canaries_arguments(can)
+
     from aegis_lab.data.query_corpus import add_arguments as corpus_arguments
 
     corpus = sub.add_parser("corpus", help="query-distribution training corpus (build)")
@@ -332,15 +337,23 @@ def _cmd_corpus(ns: argparse.Namespace) -> int:
 def _cmd_layer_exit(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from aegis_lab.canaries import write_canaries
     from aegis_lab.training.student_model import write_layer_exit
     from aegis_serve.models.resolve import resolve_model
 
     try:
         out = write_layer_exit(resolve_model(ns.teacher), ns.layers, Path(ns.out), ns.model_id)
+        write_canaries(out, "query")
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     print(json.dumps({"out": str(out), "layers": ns.layers}))
     return 0
+
+
+def _cmd_canaries(ns: argparse.Namespace) -> int:
+    from aegis_lab.canaries import main_args
+
+    return main_args(ns)
 
 
 def _cmd_align(ns: argparse.Namespace) -> int:
@@ -352,6 +365,7 @@ def _cmd_align(ns: argparse.Namespace) -> int:
 COMMANDS = {
     "align": _cmd_align,
     "bench": _cmd_bench,
+    "canaries": _cmd_canaries,
     "chaos": _cmd_chaos,
     "corpus": _cmd_corpus,
     "demo": _cmd_demo,

@@ -121,6 +121,27 @@ class GatewaySettings(CommonSettings):
         0, ge=0, description="tokens per Embed request (all chunks together); 0 = no limit"
     )
     max_inflight_requests: int = Field(1024, ge=1, description="Embed/Tokenize being served")
+    # Verified space identity (gateway/canary.py).
+    canary_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="seconds between canary checks of an admitted replica (every replica is "
+        "checked as it joins); 0 = no canary checks",
+    )
+    canary_min_cosine: float = Field(
+        0.98,
+        gt=0,
+        le=1,
+        description="a replica's vectors of its canary texts must reach this cosine with the "
+        "references, text by text",
+    )
+    canary_min_agreement: float = Field(
+        0.25,
+        ge=-1,
+        le=1,
+        description="query replicas: agreement margin with the document pool on its canary "
+        "texts (matched minus unmatched cosine; shipped students 0.46-0.56, another space ~0)",
+    )
     max_inflight_inputs: int = Field(65536, ge=1, description="input texts being served")
     # Bearer-token auth (common/auth.py); no tokens configured = auth off.
     auth_tokens: Annotated[list[str], NoDecode] = Field(
@@ -132,7 +153,13 @@ class GatewaySettings(CommonSettings):
     auth_tokens_file: Path | None = Field(
         None, description="file of bearer tokens, one per line (see docs/deploy.md)"
     )
-    auth_rate_per_s: float = Field(0.0, ge=0, description="requests/s per token; 0 = no limit")
+    auth_rate_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="requests/s per token, per gateway replica (N replicas admit N x this; a "
+        "cluster-wide limit is the mesh's global rate limit, chart value meshRateLimit); "
+        "0 = no limit",
+    )
     auth_burst: int = Field(20, ge=1, description="requests a token may send at once")
     # mTLS gateway -> pools: CA that signed the encoders' certs, and the gateway's client cert.
     pool_tls_ca: Path | None = Field(

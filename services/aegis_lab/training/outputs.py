@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aegis_lab.canaries import write_canaries
 from aegis_lab.evaluation.retrieval import compute_calibration
 from aegis_lab.training.student_model import StudentModel, write_student_dir
 from aegis_serve.models.st_dir import CALIBRATION_FILE, write_json
@@ -51,6 +52,7 @@ def write_outputs(
             "source": "teacher embeddings of the distillation corpus",
             "n": len(calibration_vectors),
         }
+    write_canaries(out, "query")  # the gateway checks replicas of this student by them
     _plot(rows, out / "loss.png")
     val_rows = [r for r in rows if r["kind"] == "val"]
     summary = {

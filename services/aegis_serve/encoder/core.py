@@ -112,6 +112,7 @@ class Encoder:
             prompts=e.prompts,
             calibration=calibration,
             max_batch_texts=self.settings.max_texts_per_request,
+            canaries=e.space.canaries.to_proto() if e.space.canaries else None,
         )
 
     async def encode(

@@ -26,6 +26,7 @@ from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError, invalid
 from aegis_serve.encoder.result import Encoded
 from aegis_serve.gateway.admission import Admission
+from aegis_serve.gateway.canary import CanaryGuard
 from aegis_serve.gateway.pools import Pool, PoolUnavailable
 from aegis_serve.gateway.quantize import (
     ENCODING_VALUES,
@@ -69,6 +70,9 @@ class Gateway:
         self.query = query
         self.document = document
         self.space = SpaceState(query, document)
+        self.canaries = CanaryGuard(settings, document)
+        for pool in self.pools:
+            pool.hold = self.canaries.hold
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
         self.metrics = gateway_instruments()
         self._pool_counters: dict[str, tuple[CounterCell, CounterCell]] = {}
@@ -83,8 +87,12 @@ class Gateway:
         return self.query, self.document
 
     async def refresh(self) -> None:
-        """Probe every replica, then re-check space identity."""
+        """Probe every replica, check by vectors those that joined or are due (the document
+        pool first: it defines the space's reference canaries), then compare the declared
+        spaces."""
         await asyncio.gather(self.query.probe_all(), self.document.probe_all())
+        await self.canaries.check_pool(self.document)
+        await self.canaries.check_pool(self.query)
         self.space.check()
 
     @property
@@ -315,6 +323,15 @@ class Gateway:
                     dtype=info.dtype if info else "",
                     max_input_tokens=info.max_input_tokens if info else 0,
                     layer_options=list(info.layer_options) if info else [],
+                    replica_states=[
+                        embed_pb2.ReplicaState(
+                            target=r.target,
+                            healthy=r.healthy,
+                            problem=r.problem,
+                            verified=r.verified,
+                        )
+                        for r in pool.replicas
+                    ],
                 )
             )
         ref = self.space.reference

@@ -20,7 +20,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -104,6 +104,12 @@ class Replica:
         self.info: encoder_pb2.GetInfoResponse | None = None
         self.problem = "not probed yet"
         self.last_probe = 0.0
+        # Canary checks (gateway/canary.py): the verdict and what it was about.
+        self.verified = False
+        self.refused = ""
+        self.checked_at = 0.0
+        self.checked_identity: tuple[str, str, int, str] | None = None
+        self.checked_with_reference = False
 
     async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
         """The replica's info if it can serve; raises ReplicaDown otherwise."""
@@ -190,6 +196,9 @@ class Pool:
     role: str
     replicas: list[Replica]
     probe_timeout_s: float = 2.0
+    # (replica, its info, was it healthy) -> why to keep it out of rotation for now ('' = no
+    # reason): the canary guard's hold on joining and refused replicas.
+    hold: Callable[[Replica, encoder_pb2.GetInfoResponse, bool], str] | None = None
     _rr: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -238,6 +247,11 @@ class Pool:
                 log.warning("%s replica %s unhealthy: %s", self.role, replica.target, detail)
             replica.healthy, replica.problem = False, detail
         else:
+            held = self.hold(replica, info, replica.healthy) if self.hold else ""
+            if held:
+                replica.info, replica.healthy, replica.problem = info, False, held
+                replica.last_probe = time.monotonic()
+                return
             if not replica.healthy:  # the first probe is in the gateway's start line
                 first = replica.last_probe == 0.0
                 log.log(logging.DEBUG if first else logging.INFO, "%s replica %s healthy (%s)",

@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+from aegis_serve.models.canaries import CANARIES_FILE
+
 # The default query student: the one that keeps most of the teacher on questions and
 # paraphrases (docs/alignment.md), not the one chosen on WordNet alone.
 DEFAULT_QUERY = "builtin:query-linear"
@@ -92,10 +94,14 @@ def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:
     from aegis_serve.models.st_dir import SPACE_MANIFEST, _dir_name
 
     target = cache_dir() / "models" / "calibrated" / teacher.resolve().name
+    canaries = calibration.parent / CANARIES_FILE  # the space's reference canaries
     fingerprint = json.dumps(
         {
             "teacher": str(teacher.resolve()),
             "calibration_sha256": hashlib.sha256(calibration.read_bytes()).hexdigest(),
+            "canaries_sha256": hashlib.sha256(canaries.read_bytes()).hexdigest()
+            if canaries.is_file()
+            else "",
         },
         sort_keys=True,
     )
@@ -104,10 +110,12 @@ def calibrated_teacher_dir(teacher: Path, calibration: Path) -> Path:
         root = tmp / teacher.resolve().name
         root.mkdir()
         for entry in teacher.iterdir():
-            if entry.name.startswith(".") or entry.name == _CALIBRATION:
+            if entry.name.startswith(".") or entry.name in (_CALIBRATION, CANARIES_FILE):
                 continue
             os.symlink(entry.resolve(), root / entry.name)
         shutil.copyfile(calibration, root / _CALIBRATION)
+        if canaries.is_file():
+            shutil.copyfile(canaries, root / CANARIES_FILE)
         if not (teacher / SPACE_MANIFEST).is_file():
             manifest = {"model_id": _dir_name(teacher)}
             (root / SPACE_MANIFEST).write_text(json.dumps(manifest) + "\n", encoding="utf-8")

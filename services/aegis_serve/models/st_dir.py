@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aegis_serve.models.canaries import CanaryError, CanarySet, load_canaries
+
 SPACE_MANIFEST = "aegis_space.json"
 CALIBRATION_FILE = "calibration.json"
 STANDARD_MATRYOSHKA = (1024, 768, 512, 384, 256, 128, 64)
@@ -55,6 +57,7 @@ class SpaceManifest:
     matryoshka_dims: tuple[int, ...]
     layer_options: tuple[int, ...]
     calibration: dict[int, np.ndarray] = field(default_factory=dict)
+    canaries: CanarySet | None = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,15 @@ def build_manifest(cfg: StModelConfig, native_dim: int, num_layers: int) -> Spac
         matryoshka_dims=dims,
         layer_options=layers,
         calibration=load_calibration(cfg.root, dims),
+        canaries=_canaries(cfg.root, native_dim),
     )
+
+
+def _canaries(root: Path, native_dim: int) -> CanarySet | None:
+    try:
+        return load_canaries(root, native_dim)
+    except CanaryError as exc:
+        raise ModelDirError(str(exc)) from None
 
 
 def load_calibration(root: Path, dims: tuple[int, ...]) -> dict[int, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 from safetensors import safe_open
 
 from aegis_serve.cache import cache_dir, cached_build
+from aegis_serve.models.canaries import CANARIES_FILE
 from aegis_serve.models.registry_weights import student_base_dir
 from aegis_serve.models.st_dir import (
     SPACE_MANIFEST,
@@ -59,6 +60,7 @@ _NOT_TRANSFORMER = frozenset(
         "config_sentence_transformers.json",
         SPACE_MANIFEST,
         "calibration.json",
+        CANARIES_FILE,
         "README.md",
         "data_config.json",
     }
@@ -192,9 +194,11 @@ def aligned_student_dir(progress: bool = True, weights: Path | None = None) -> P
     base = student_base_dir()
     target = cache_dir() / "models" / ALIGNED_CACHE_NAME
     base_weights = base / "model.safetensors"
+    canaries = weights.parent / CANARIES_FILE  # recorded with the map (`aegis-lab canaries`)
     fingerprint = json.dumps(
         {
             "dense_sha256": file_sha256(weights),
+            "canaries_sha256": file_sha256(canaries) if canaries.is_file() else "",
             "base": str(base.resolve()),
             "base_weights_bytes": base_weights.stat().st_size if base_weights.exists() else 0,
         },
@@ -206,12 +210,15 @@ def aligned_student_dir(progress: bool = True, weights: Path | None = None) -> P
         _, _, meta = read_dense_weights(weights)
         if progress:
             print(f"assembling {ALIGNED_CACHE_NAME} into {target}", file=sys.stderr)
-        return write_aligned_student(
+        out = write_aligned_student(
             base,
             weights,
             tmp / "model",
             _space_from_metadata(meta, weights),
             prompts=meta.get("prompts") or {},
         )
+        if canaries.is_file():
+            shutil.copyfile(canaries, out / CANARIES_FILE)
+        return out
 
     return cached_build(target, fingerprint, build, ALIGNED_CACHE_NAME)

@@ -336,6 +336,11 @@ class GatewayInstruments(RpcInstruments):
             meter, "aegis.gateway.encoder.retries", "{call}",
             "Encode calls retried on another replica, by pool and the status that caused it",
         )  # fmt: skip
+        self.canary_checks = LocalCounter(
+            meter, "aegis.gateway.canary.checks", "{check}",
+            "canary checks of replicas, by pool and result (pass, fail, skip: no canaries, "
+            "error: could not run)",
+        )  # fmt: skip
         self.replica_sources = _GaugeSources()
         meter.create_observable_gauge(
             "aegis.gateway.replicas.healthy", [self.replica_sources.observe], "{replica}",

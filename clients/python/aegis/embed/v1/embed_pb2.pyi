@@ -165,7 +165,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PoolInfo(_message.Message):
-    __slots__ = ("role", "model", "space_id", "replicas", "healthy_replicas", "serving", "device", "dtype", "max_input_tokens", "layer_options")
+    __slots__ = ("role", "model", "space_id", "replicas", "healthy_replicas", "serving", "device", "dtype", "max_input_tokens", "layer_options", "replica_states")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SPACE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class PoolInfo(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LAYER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_STATES_FIELD_NUMBER: _ClassVar[int]
     role: str
     model: str
     space_id: str
@@ -186,7 +187,20 @@ class PoolInfo(_message.Message):
     dtype: str
     max_input_tokens: int
     layer_options: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, role: _Optional[str] = ..., model: _Optional[str] = ..., space_id: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., healthy_replicas: _Optional[int] = ..., serving: _Optional[bool] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_input_tokens: _Optional[int] = ..., layer_options: _Optional[_Iterable[int]] = ...) -> None: ...
+    replica_states: _containers.RepeatedCompositeFieldContainer[ReplicaState]
+    def __init__(self, role: _Optional[str] = ..., model: _Optional[str] = ..., space_id: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., healthy_replicas: _Optional[int] = ..., serving: _Optional[bool] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_input_tokens: _Optional[int] = ..., layer_options: _Optional[_Iterable[int]] = ..., replica_states: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ...) -> None: ...
+
+class ReplicaState(_message.Message):
+    __slots__ = ("target", "healthy", "problem", "verified")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    healthy: bool
+    problem: str
+    verified: bool
+    def __init__(self, target: _Optional[str] = ..., healthy: _Optional[bool] = ..., problem: _Optional[str] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("space_id", "dimensions", "matryoshka_dimensions", "layer_options", "max_input_tokens", "encodings", "pools", "max_inputs_per_request", "calibrated", "serving", "problem")

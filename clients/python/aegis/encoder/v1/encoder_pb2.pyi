@@ -85,7 +85,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model", "space_id", "dimensions", "matryoshka_dimensions", "layer_options", "max_input_tokens", "device", "dtype", "role", "prompts", "calibration", "max_batch_texts")
+    __slots__ = ("model", "space_id", "dimensions", "matryoshka_dimensions", "layer_options", "max_input_tokens", "device", "dtype", "role", "prompts", "calibration", "max_batch_texts", "canaries")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class GetInfoResponse(_message.Message):
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    CANARIES_FIELD_NUMBER: _ClassVar[int]
     model: str
     space_id: str
     dimensions: int
@@ -117,7 +118,22 @@ class GetInfoResponse(_message.Message):
     prompts: _containers.ScalarMap[str, str]
     calibration: _containers.RepeatedCompositeFieldContainer[CalibrationRanges]
     max_batch_texts: int
-    def __init__(self, model: _Optional[str] = ..., space_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., layer_options: _Optional[_Iterable[int]] = ..., max_input_tokens: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., role: _Optional[str] = ..., prompts: _Optional[_Mapping[str, str]] = ..., calibration: _Optional[_Iterable[_Union[CalibrationRanges, _Mapping]]] = ..., max_batch_texts: _Optional[int] = ...) -> None: ...
+    canaries: Canaries
+    def __init__(self, model: _Optional[str] = ..., space_id: _Optional[str] = ..., dimensions: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., layer_options: _Optional[_Iterable[int]] = ..., max_input_tokens: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., role: _Optional[str] = ..., prompts: _Optional[_Mapping[str, str]] = ..., calibration: _Optional[_Iterable[_Union[CalibrationRanges, _Mapping]]] = ..., max_batch_texts: _Optional[int] = ..., canaries: _Optional[_Union[Canaries, _Mapping]] = ...) -> None: ...
+
+class Canaries(_message.Message):
+    __slots__ = ("texts", "vectors", "dimensions", "prompt_name", "digest")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    dimensions: int
+    prompt_name: str
+    digest: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., dimensions: _Optional[int] = ..., prompt_name: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class CalibrationRanges(_message.Message):
     __slots__ = ("dimensions", "minimum", "maximum")
