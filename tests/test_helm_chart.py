@@ -350,10 +350,65 @@ def test_hpa_targets_the_query_deployment(r: Rendered) -> None:
     else:
         assert query["spec"]["replicas"] == r.values["queryPool"]["replicaCount"]
     document = r.deployment("document")
-    if not r.values["documentPool"]["autoscaling"]["enabled"]:
+    doc_scaled = r.values["documentPool"]["autoscaling"]["enabled"] or r.values["documentPool"].get(
+        "keda", {}
+    ).get("enabled")
+    if not doc_scaled:
         assert document["spec"]["replicas"] == r.values["documentPool"]["replicaCount"]
     for name in hpas:
         assert name in {d["metadata"]["name"] for d in r.kind("Deployment")}
+
+
+def test_keda_scales_the_gpu_pool_on_its_queue_depth() -> None:
+    gpu = scenario("gpu-production")
+    (so,) = gpu.kind("ScaledObject")
+    document = gpu.deployment("document")
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    assert so["spec"]["scaleTargetRef"]["name"] == document["metadata"]["name"]
+    assert "replicas" not in document["spec"], "replicas would fight KEDA's HPA on upgrade"
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 12)
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    meta = trigger["metadata"]
+    # The metric the encoders export (tests/test_observability.py scrapes it), by pool.
+    assert meta["query"] == f'sum(aegis_encoder_queue_depth{{pool="document", namespace="{NS}"}})'
+    assert meta["threshold"] == "1024" and meta["serverAddress"].startswith("http://")
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+    hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in gpu.kind("HorizontalPodAutoscaler")}
+    assert document["metadata"]["name"] not in hpa_targets
+    assert not scenario("default").kind("ScaledObject")
+
+
+def test_mesh_global_rate_limit_is_an_envoy_filter_on_the_gateway() -> None:
+    import yaml
+
+    istio = scenario("mesh-mtls")
+    (ef,) = istio.kind("EnvoyFilter")
+    assert set(ef["spec"]["workloadSelector"]["labels"].items()) <= set(
+        istio.pod_labels("gateway").items()
+    )
+    assert not set(ef["spec"]["workloadSelector"]["labels"].items()) <= set(
+        istio.pod_labels("query").items()
+    )
+    filter_patch, vhost_patch = ef["spec"]["configPatches"]
+    assert filter_patch["match"]["context"] == "SIDECAR_INBOUND"
+    config = filter_patch["patch"]["value"]["typed_config"]
+    assert config["rate_limited_as_resource_exhausted"] is True
+    assert config["failure_mode_deny"] is False
+    cluster = config["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    assert cluster == "outbound|8081||ratelimit.ratelimit.svc.cluster.local"
+    (action,) = vhost_patch["patch"]["value"]["rate_limits"][0]["actions"]
+    assert action["request_headers"] == {"header_name": ":path", "descriptor_key": "path"}
+    cm = istio.get("ConfigMap", f"{check_chart.RELEASE}-aegis-serve-ratelimit-config")
+    service_config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert service_config["domain"] == config["domain"] == "aegis-serve"
+    paths = {d["value"]: d["rate_limit"] for d in service_config["descriptors"]}
+    assert paths["/aegis.embed.v1.EmbedService/Embed"] == {
+        "unit": "second",
+        "requests_per_unit": 2000,
+    }
+    assert not scenario("default").kind("EnvoyFilter")
 
 
 def test_pdbs_and_spread_select_their_own_pods(r: Rendered) -> None:

@@ -25,7 +25,7 @@ metadata:
   annotations:
     {{- include "aegis.checkovSkips" $root | nindent 4 }}
 spec:
-  {{- if not $vals.autoscaling.enabled }}
+  {{- if not (or $vals.autoscaling.enabled (and $vals.keda $vals.keda.enabled)) }}
   replicas: {{ $vals.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5
