@@ -69,6 +69,9 @@ function retryServiceConfig(maxAttempts) {
         },
       },
     ],
+    // gRFC A6 throttling: a channel whose calls mostly fail stops retrying (no 4x load on an
+    // overloaded service).
+    retryThrottling: { maxTokens: 10, tokenRatio: 0.1 },
   });
 }
 

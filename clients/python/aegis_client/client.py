@@ -70,7 +70,11 @@ def retry_service_config(max_attempts: int) -> str:
                         "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
                     },
                 }
-            ]
+            ],
+            # gRFC A6 throttling: once failures outnumber successes (each failure costs a
+            # token, each success gives back 0.1; retries stop below half of 10), a channel
+            # stops retrying, so an overloaded service is not hit with 4x the calls.
+            "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
         }
     )
 

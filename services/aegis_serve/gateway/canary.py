@@ -146,9 +146,10 @@ class CanaryGuard:
             replica.healthy = replica.verified = False
             return
         self.checks.add(1, {"pool": pool.role, "result": "pass" if verdict.verified else "skip"})
-        if replica.refused or pending:
+        if replica.refused or pending:  # a recovery is news; a first admission is routine
             how = "verified by canaries" if verdict.verified else "admitted without canaries"
-            log.info("%s replica %s %s", pool.role, replica.target, how)
+            level = logging.INFO if replica.refused else logging.DEBUG
+            log.log(level, "%s replica %s %s", pool.role, replica.target, how)
         if not verdict.verified and pending:
             log.warning(
                 "%s replica %s has no canaries and there is no reference to check it "

@@ -189,6 +189,7 @@ async def run_gateway(settings: GatewaySettings) -> None:
     gw = runtime.gateway
     pools = ", ".join(
         f"{p.role} {len(p.healthy)}/{len(p.replicas)} healthy"
+        + f" ({sum(r.verified for r in p.healthy)} verified by canaries)"
         + (" (embedded)" if any(r.kind == EMBEDDED for r in p.replicas) else "")
         for p in gw.pools
     )
