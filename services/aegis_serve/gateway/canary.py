@@ -166,8 +166,7 @@ class CanaryGuard:
         assert replica.info is not None
         own = CanarySet.from_proto(replica.info.canaries)
         if own is not None:
-            got = await _embed(replica, own.texts, own.prompt_name)
-            worst = float(np.min(row_cosines(got, own.vectors)))
+            worst = await _worst_cosine(replica, own)
             if worst < self.min_cosine:
                 return Verdict(
                     f"canary check failed: its vectors of its own canary texts differ from "
@@ -177,8 +176,7 @@ class CanaryGuard:
         if reference is None or (own is not None and own.digest == reference.digest):
             return Verdict(verified=own is not None, with_reference=reference is not None)
         if role == self.document.role:
-            got = await _embed(replica, reference.texts, reference.prompt_name)
-            worst = float(np.min(row_cosines(got, reference.vectors)))
+            worst = await _worst_cosine(replica, reference)
             if worst < self.min_cosine:
                 return Verdict(
                     f"canary check failed: its vectors of the space's canary texts differ "
@@ -200,6 +198,13 @@ class CanaryGuard:
 
 def _identity(info: encoder_pb2.GetInfoResponse) -> tuple[str, str, int, str]:
     return (info.model, info.space_id, info.dimensions, info.canaries.digest)
+
+
+async def _worst_cosine(replica: Replica, canaries: CanarySet) -> float:
+    """The lowest cosine between the replica's vectors of the canary texts (with the prompt
+    the references were made with) and the references."""
+    got = await _embed(replica, canaries.texts, canaries.prompt_name)
+    return float(np.min(row_cosines(got, canaries.vectors)))
 
 
 async def _embed(replica: Replica, texts: tuple[str, ...], prompt_name: str) -> np.ndarray:
