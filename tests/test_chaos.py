@@ -76,3 +76,17 @@ def test_overload_gets_results_or_resource_exhausted_then_recovers(ctx: Context)
     assert o.details["recovery"]["succeeded"] == SHORT.recovery_requests
     assert all(g <= 300 for g in o.details["rss_growth_mb"].values()), o.details
     assert o.passed, (o.checks, o.details)
+
+
+@pytest.mark.parametrize("name", ["hung-document", "hung-query"])
+def test_hung_replica_is_ejected_and_taken_back(ctx: Context, name: str) -> None:
+    """SIGSTOP: the replica answers nothing but keeps its connections; the gateway ejects it
+    (its in-flight calls go elsewhere), nothing fails, and it is back after SIGCONT."""
+    o = run(ctx, name)
+    assert o.tally.failed == 0, o.details
+    assert o.tally.wrong_or_lost == 0
+    assert o.details["ejected_after_s"] is not None
+    assert o.details["back_after_sigcont_s"] is not None
+    assert o.passed, (o.checks, o.details)
+    if name == "hung-query":
+        assert o.tally.fallback > 0  # served by the document pool meanwhile

@@ -32,6 +32,15 @@ class Tally:
     fallback: int = 0
     fallback_indices: list[int] = field(default_factory=list)
     wall_s: float = 0.0
+    # (start, seconds) of every request, monotonic clock: latency around a fault.
+    timings: list[tuple[float, float]] = field(default_factory=list)
+
+    def p99_s(self, start: float = float("-inf"), stop: float = float("inf")) -> float:
+        """99th percentile latency of the requests started in [start, stop)."""
+        values = sorted(s for t, s in self.timings if start <= t < stop)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(0.99 * len(values)))]
 
     def record_error(self, exc: BaseException) -> None:
         self.failed += 1
@@ -46,6 +55,7 @@ class Tally:
         self.codes.update(other.codes)
         self.fallback += other.fallback
         self.wall_s += other.wall_s
+        self.timings.extend(other.timings)
 
 
 def verified_call(
@@ -56,11 +66,14 @@ def verified_call(
     async def call(i: int) -> int:
         texts = oracle.requests[i % len(oracle.requests)]
         tally.sent += 1
+        started = time.monotonic()
         try:
             result = await client.embed(texts, input_type, timeout=timeout)
         except (AegisError, asyncio.TimeoutError) as exc:
             tally.record_error(exc)
             return 0
+        finally:
+            tally.timings.append((started, time.monotonic() - started))
         wrong = oracle.check(texts, result.embeddings)
         tally.wrong_or_lost += wrong
         if wrong:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,11 @@ RSS_GROWTH_LIMIT_MB = 300.0
 DEFINED_OVERLOAD = "RESOURCE_EXHAUSTED"
 OVERLOAD_TEXTS_PER_REQUEST = 2
 OVERLOAD_TOKENS = (16, 128)  # longer than the other scenarios' texts: the model is the bottleneck
+# Hung replica: how long the gateway may take to eject it, and how long it stays stopped after.
+HUNG_EJECT_LIMIT_S = 20.0
+HUNG_HOLD_S = 2.0
+# The load's per-request deadline (closed_loop's default timeout).
+LOAD_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -314,11 +320,121 @@ async def overload(ctx: Context) -> Outcome:
     )
 
 
+async def _replica_healthy(address: str, target: str) -> bool | None:
+    """Whether the gateway has `target` in rotation (GetInfo's replica states); None when
+    the gateway does not answer."""
+    from aegis_client import AegisError, AsyncEmbedClient
+
+    try:
+        async with AsyncEmbedClient(address, timeout=5, max_attempts=1) as client:
+            info = await client.info()
+    except AegisError:
+        return None
+    for pool in info.pools:
+        for state in pool.replica_states:
+            if state.target == target:
+                return state.healthy
+    return None
+
+
+async def _until(check: Callable[[], Awaitable[bool]], limit_s: float) -> float | None:
+    """Seconds until `check()` holds (polled every 0.1 s), or None after `limit_s`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < limit_s:
+        if await check():
+            return loop.time() - start
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -> Outcome:
+    """SIGSTOP `member` under load (alive, connections open, answering nothing), keep it
+    stopped a while after the gateway ejected it, SIGCONT it, and see it back in rotation:
+    every request must still be answered with its right vector within its deadline."""
+    s = ctx.size
+    per = s.texts_per_request if input_type == "document" else 1
+    tokens = (8, 96) if input_type == "document" else (4, 16)
+    oracle = _oracle(ctx, s.requests, per, tokens, salt=8 if input_type == "document" else 9)
+    victim = ctx.fleet.encoders[member]
+    target = victim.address
+    address = ctx.fleet.address
+    marks: dict[str, float | None] = {}
+    n = len(oracle.requests)
+
+    async def fault(tally: Tally) -> None:
+        await _when_sent(tally, n // 3)
+        marks["sent_at_stop"] = tally.sent
+        marks["stopped"] = time.monotonic()
+        victim.signal(signal.SIGSTOP)
+        try:
+            marks["ejected_after_s"] = await _until(
+                lambda: _is(address, target, False), HUNG_EJECT_LIMIT_S
+            )
+            # Stay stopped while the load goes on without it.
+            await asyncio.sleep(HUNG_HOLD_S)
+        finally:
+            victim.signal(signal.SIGCONT)
+            marks["continued"] = time.monotonic()
+        marks["back_after_s"] = await _until(lambda: _is(address, target, True), 60)
+
+    with MemorySampler(ctx.fleet) as mem:
+        tally = await closed_loop(address, oracle, input_type, n, s.concurrency, during=fault,
+                                  label=f"SIGSTOP {member}", progress=ctx.progress)  # fmt: skip
+    stopped, continued = marks.get("stopped") or 0.0, marks.get("continued") or 0.0
+    p99_fault = tally.p99_s(stopped, continued)
+    return Outcome(
+        test,
+        tally,
+        mem.max_mb,
+        checks={
+            "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
+            "failed == 0": tally.failed == 0,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+            "hung replica ejected": marks.get("ejected_after_s") is not None,
+            "back in rotation after SIGCONT": marks.get("back_after_s") is not None,
+            "p99 during the fault within the deadline": p99_fault < LOAD_DEADLINE_S,
+        },
+        details={
+            "fault_after_requests": marks.get("sent_at_stop"),
+            "ejected_after_s": _round(marks.get("ejected_after_s")),
+            "stopped_for_s": round(continued - stopped, 2),
+            "back_after_sigcont_s": _round(marks.get("back_after_s")),
+            "p99_during_fault_s": round(p99_fault, 3),
+            "p99_overall_s": round(tally.p99_s(), 3),
+            "fallback": tally.fallback,
+            "codes": dict(tally.codes),
+        },
+    )
+
+
+async def _is(address: str, target: str, healthy: bool) -> bool:
+    return await _replica_healthy(address, target) is healthy
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+async def hung_document_replica(ctx: Context) -> Outcome:
+    """SIGSTOP one of two document replicas mid-load: ejected, its requests finish on the
+    other, taken back after SIGCONT."""
+    return await _hung_replica(ctx, "document1", "document", "hung document replica (SIGSTOP)")
+
+
+async def hung_query_replica(ctx: Context) -> Outcome:
+    """SIGSTOP the query replica mid-load: ejected, queries served by the document pool
+    (fallback) until it is back."""
+    return await _hung_replica(ctx, "query", "query", "hung query replica (SIGSTOP)")
+
+
 Scenario = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "kill9": kill_document_replica,
     "sigterm": sigterm_document_replica,
     "overload": overload,
     "query-down": query_pool_down,
+    "hung-document": hung_document_replica,
+    "hung-query": hung_query_replica,
     "fuzz": fuzz,
 }

@@ -42,6 +42,10 @@ ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full
 # Failures worth trying elsewhere: the replica is gone, restarting, draining or full.
 # A replica stopped mid-call ends its in-flight RPCs as CANCELLED; the caller's own cancel
 # arrives here as asyncio.CancelledError instead, so CANCELLED from a replica is safe to retry.
+# Probes a replica must fail in a row before its in-flight calls are ended and retried
+# elsewhere (one failure already takes it out of rotation for new calls): two, so a replica
+# slow to answer one probe under load does not lose its work.
+EJECT_AFTER_FAILED_PROBES = 2
 RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 )
@@ -110,6 +114,8 @@ class Replica:
         self.checked_at = 0.0
         self.checked_identity: tuple[str, str, int, str] | None = None
         self.checked_with_reference = False
+        # Consecutive failed probes (a hung replica fails them by timing out).
+        self.failed_probes = 0
 
     async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
         """The replica's info if it can serve; raises ReplicaDown otherwise."""
@@ -130,6 +136,11 @@ class Replica:
         """Tokens of each text; raises ServiceError with the replica's status."""
         raise NotImplementedError
 
+    def eject_calls(self, why: str) -> int:
+        """End the calls in flight on this replica so their requests are tried elsewhere (a
+        hung replica would hold them until their deadline); returns how many were ended."""
+        return 0
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -147,6 +158,8 @@ class RemoteReplica(Replica):
         self.channel = channel
         self.stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
+        self._calls: set[grpc.aio.Call] = set()
+        self._ejected: dict[grpc.aio.Call, str] = {}
 
     async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
         """Health check + GetInfo; healthy only if both succeed."""
@@ -166,10 +179,20 @@ class RemoteReplica(Replica):
         timeout: float,
         metadata: Sequence[tuple[str, str]],
     ) -> Encoded:
+        call = self.stub.Encode(request, timeout=timeout, metadata=metadata)
+        self._calls.add(call)
         try:
-            resp = await self.stub.Encode(request, timeout=timeout, metadata=metadata)
+            resp = await call
         except grpc.aio.AioRpcError as exc:
             raise upstream_error(exc) from None
+        except asyncio.CancelledError:
+            why = self._ejected.pop(call, None)
+            if why is None:  # the caller's own cancellation
+                raise
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, why) from None
+        finally:
+            self._calls.discard(call)
+            self._ejected.pop(call, None)
         try:
             return Encoded.from_response(resp)
         except MalformedResponse as exc:
@@ -184,6 +207,13 @@ class RemoteReplica(Replica):
             return await self.stub.Tokenize(request, timeout=timeout, metadata=inject_metadata())
         except grpc.aio.AioRpcError as exc:
             raise upstream_error(exc) from None
+
+    def eject_calls(self, why: str) -> int:
+        calls = list(self._calls)
+        for call in calls:
+            self._ejected[call] = why
+            call.cancel()
+        return len(calls)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -246,7 +276,18 @@ class Pool:
             if replica.healthy:
                 log.warning("%s replica %s unhealthy: %s", self.role, replica.target, detail)
             replica.healthy, replica.problem = False, detail
+            replica.failed_probes += 1
+            if replica.failed_probes == EJECT_AFTER_FAILED_PROBES:
+                # Alive but not answering (e.g. stopped, or wedged): what it holds would wait
+                # for its deadline; Encode is idempotent, so retry it on the other replicas.
+                ended = replica.eject_calls(
+                    f"replica {replica.target} stopped answering ({detail}); ejected"
+                )
+                if ended:
+                    log.warning("%s replica %s ejected: %d calls in flight sent elsewhere",
+                                self.role, replica.target, ended)  # fmt: skip
         else:
+            replica.failed_probes = 0
             held = self.hold(replica, info, replica.healthy) if self.hold else ""
             if held:
                 replica.info, replica.healthy, replica.problem = info, False, held
