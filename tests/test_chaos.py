@@ -90,3 +90,12 @@ def test_hung_replica_is_ejected_and_taken_back(ctx: Context, name: str) -> None
     assert o.passed, (o.checks, o.details)
     if name == "hung-query":
         assert o.tally.fallback > 0  # served by the document pool meanwhile
+
+
+def test_gateway_restart_under_load_loses_nothing(ctx: Context) -> None:
+    """kill -9 one of two gateways behind the client's round robin, then start it again: the
+    client's retry policy carries its requests to the other one."""
+    o = run(ctx, "gateway-restart")
+    assert o.tally.failed == 0, o.details
+    assert o.tally.wrong_or_lost == 0
+    assert o.passed, (o.checks, o.details)

@@ -1,8 +1,9 @@
 """A fleet of real aegis-serve processes on 127.0.0.1 that faults can be injected into.
 
-One query encoder, N document encoders and a gateway, each a `python -m aegis_serve.cli`
-child supervised by `aegis_serve.supervisor.Child`. Encoders keep their port across restarts,
-so a replica killed by a scenario comes back at the address the gateway was configured with
+One query encoder, N document encoders and two gateways (the second behind the client's
+round robin for the gateway-restart scenario), each a `python -m aegis_serve.cli` child
+supervised by `aegis_serve.supervisor.Child`. Encoders and the second gateway keep their port
+across restarts, so a member killed by a scenario comes back at the address it was known by
 (as a restarted pod would), and every scenario can start from a whole fleet. Memory is read
 from /proc, so no extra dependency.
 """
@@ -58,6 +59,7 @@ class Fleet:
         }
         self.encoders: dict[str, Child] = {}
         self.gateway: Child | None = None
+        self.gateway2: Child | None = None
 
     # ------------------------------------------------------------ lifecycle
     def _encoder_args(self, role: str, port: int) -> list[str]:
@@ -79,22 +81,25 @@ class Fleet:
             port = int(member.address.rsplit(":", 1)[1])
             role = "query" if name == "query" else "document"
             member.argv = serve_argv(*self._encoder_args(role, port))  # restarts keep it
-        docs = ",".join(m.address for n, m in self.encoders.items() if n != "query")
-        self.gateway = Child(
-            "gateway",
-            serve_argv(
-                "gateway", "--port", "0", "--query", self.encoders["query"].address,
-                "--document", docs, "--health-interval-s", str(self.cfg.health_interval_s),
-                "--shutdown-grace-s", str(self.cfg.shutdown_grace_s), "--log-level", "WARNING",
-            ),
-            self.env,
-        )  # fmt: skip
-        self.gateway.start().wait_ready(READY_TIMEOUT_S)
+        self.gateway = Child("gateway", serve_argv(*self._gateway_args(0)), self.env)
+        self.gateway2 = Child("gateway2", serve_argv(*self._gateway_args(0)), self.env)
+        for gw in (self.gateway, self.gateway2):
+            gw.start().wait_ready(READY_TIMEOUT_S)
+        port = int(self.gateway2.address.rsplit(":", 1)[1])
+        self.gateway2.argv = serve_argv(*self._gateway_args(port))  # restarts keep it
         self.wait_healthy()
         return self
 
+    def _gateway_args(self, port: int) -> list[str]:
+        docs = ",".join(m.address for n, m in self.encoders.items() if n != "query")
+        return [
+            "gateway", "--port", str(port), "--query", self.encoders["query"].address,
+            "--document", docs, "--health-interval-s", str(self.cfg.health_interval_s),
+            "--shutdown-grace-s", str(self.cfg.shutdown_grace_s), "--log-level", "WARNING",
+        ]  # fmt: skip
+
     def close(self) -> None:
-        members = [self.gateway, *self.encoders.values()]
+        members = [self.gateway, self.gateway2, *self.encoders.values()]
         for m in members:
             if m is not None:
                 m.signal(signal.SIGTERM)
@@ -114,12 +119,21 @@ class Fleet:
         return self.gateway.address
 
     @property
+    def both_gateways(self) -> str:
+        """A target the client balances over both gateways (with round_robin)."""
+        assert self.gateway is not None and self.gateway2 is not None
+        return f"ipv4:{self.gateway.address},{self.gateway2.address}"
+
+    @property
     def members(self) -> list[Child]:
-        return [m for m in (self.gateway, *self.encoders.values()) if m is not None]
+        gateways = (self.gateway, self.gateway2)
+        return [m for m in (*gateways, *self.encoders.values()) if m is not None]
 
     def restore(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Restart every dead encoder on its old port; wait until the gateway sees them all."""
         dead = [m for m in self.encoders.values() if not m.alive]
+        if self.gateway2 is not None and not self.gateway2.alive:
+            dead.append(self.gateway2)
         for m in dead:
             m.start()
         for m in dead:

@@ -103,13 +103,19 @@ async def closed_loop(
     max_seconds: float = 300.0,
     label: str = "",
     progress: bool = True,
+    max_attempts: int = 1,
+    options: list[tuple[str, object]] | None = None,
 ) -> Tally:
     """`concurrency` callers, one request each in flight; `during(tally)` runs alongside
-    (the fault), and the run ends when both are done."""
+    (the fault), and the run ends when both are done.
+
+    One attempt per request by default: the suite counts what the service answers (shed
+    load, failed replicas), not what a retrying client would hide; the gateway-restart
+    scenario tests the client's retries themselves."""
     tally = Tally()
-    # One attempt per request: the suite counts what the service answers (shed load, failed
-    # replicas), not what a retrying client would hide.
-    async with AsyncEmbedClient(address, timeout=timeout, max_attempts=1) as client:
+    async with AsyncEmbedClient(
+        address, timeout=timeout, max_attempts=max_attempts, options=options
+    ) as client:
         call = verified_call(client, oracle, input_type, tally, timeout)
         start = time.perf_counter()
         load = run_load(call, n_requests, concurrency, max_seconds=max_seconds, label=label,

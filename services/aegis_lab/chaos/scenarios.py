@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aegis_lab.chaos.fleet import Fleet, MemorySampler, rss_mb
+from aegis_lab.chaos.fleet import READY_TIMEOUT_S, Fleet, MemorySampler, rss_mb
 from aegis_lab.chaos.load import Tally, closed_loop, offer
 from aegis_lab.chaos.oracle import Oracle, ReferenceModel
 
@@ -320,6 +320,57 @@ async def overload(ctx: Context) -> Outcome:
     )
 
 
+async def gateway_restart(ctx: Context) -> Outcome:
+    """Two gateways behind the client's round robin; kill -9 one mid-load and start it again:
+    the client's retry policy (UNAVAILABLE, idempotent Embed) carries every request that was
+    on it to the other gateway."""
+    s = ctx.size
+    fleet = ctx.fleet
+    oracle = _oracle(ctx, s.requests, s.texts_per_request, (8, 96), salt=10)
+    victim = fleet.gateway2
+    assert victim is not None
+    marks: dict[str, Any] = {}
+    n = len(oracle.requests)
+
+    async def fault(tally: Tally) -> None:
+        await _when_sent(tally, n // 3)
+        marks["sent_at_kill"] = tally.sent
+        marks["killed"] = time.monotonic()
+        victim.signal(signal.SIGKILL)
+        marks["exit"] = await asyncio.to_thread(victim.wait, 10)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: victim.start().wait_ready(READY_TIMEOUT_S))
+        marks["restarted_after_s"] = round(time.monotonic() - started, 2)
+        marks["back"] = time.monotonic()
+
+    with MemorySampler(fleet) as mem:
+        tally = await closed_loop(
+            fleet.both_gateways, oracle, "document", n, s.concurrency, during=fault,
+            label="kill -9 gateway2", progress=ctx.progress, max_attempts=4,
+            options=[("grpc.lb_policy_name", "round_robin")],
+        )  # fmt: skip
+    killed, back = marks.get("killed", 0.0), marks.get("back", 0.0)
+    return Outcome(
+        "gateway restart (kill -9, 2 gateways, client retries)",
+        tally,
+        mem.max_mb,
+        checks={
+            "victim was killed": marks.get("exit") == -signal.SIGKILL,
+            "victim restarted": victim.alive,
+            "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
+            "failed == 0": tally.failed == 0,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+        },
+        details={
+            "fault_after_requests": marks.get("sent_at_kill"),
+            "restarted_after_s": marks.get("restarted_after_s"),
+            "p99_while_down_s": round(tally.p99_s(killed, back), 3),
+            "p99_overall_s": round(tally.p99_s(), 3),
+            "codes": dict(tally.codes),
+        },
+    )
+
+
 async def _replica_healthy(address: str, target: str) -> bool | None:
     """Whether the gateway has `target` in rotation (GetInfo's replica states); None when
     the gateway does not answer."""
@@ -436,5 +487,6 @@ SCENARIOS: dict[str, Scenario] = {
     "query-down": query_pool_down,
     "hung-document": hung_document_replica,
     "hung-query": hung_query_replica,
+    "gateway-restart": gateway_restart,
     "fuzz": fuzz,
 }
