@@ -241,3 +241,53 @@ def test_gateway_refuses_to_start_with_an_unreadable_tokens_file(tmp_path):
     with pytest.raises(SystemExit, match="cannot read auth_tokens_file"):
         main(["gateway", "--query", "q:1", "--document", "d:1",
               "--auth-tokens-file", str(tmp_path / "nope")])  # fmt: skip
+
+
+# ------------------------------------------------------------- rotation
+def _served_serial(port: int, ca_path) -> int:
+    """Serial number of the certificate the server presents to a new connection."""
+    import ssl
+
+    from cryptography import x509
+
+    pem = ssl.get_server_certificate(("127.0.0.1", port), ca_certs=str(ca_path), timeout=10)
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def _serial(path) -> int:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+def test_rotated_certificate_is_picked_up_without_restart_or_failed_calls(
+    stack, student, ca, tmp_path
+):
+    import concurrent.futures
+    import os
+    import shutil
+
+    first, second = ca.issue("gateway-a", server=True), ca.issue("gateway-b", server=True)
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copyfile(first.cert, cert)
+    shutil.copyfile(first.key, key)
+    d = stack.encoder("d", student, "document")
+    gw = stack.gateway([d], [d], tls_cert=cert, tls_key=key)
+    address = f"127.0.0.1:{gw.port}"
+    assert _served_serial(gw.port, ca.ca_path) == _serial(first.cert)
+    roots = ca.ca_path.read_bytes()
+    with EmbedClient(address, tls=True, root_certificates=roots, timeout=60) as client:
+        want = client.embed(TEXTS, "document").embeddings
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(client.embed, TEXTS * 8, "document") for _ in range(16)]
+            for src, dst in ((second.key, key), (second.cert, cert)):  # as a Secret update
+                tmp = dst.with_suffix(".new")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            results = [c.result(timeout=120) for c in calls]  # none fails
+        assert all(r.embeddings.shape == (16, 384) for r in results)
+        np.testing.assert_allclose(client.embed(TEXTS, "document").embeddings, want, atol=1e-6)
+    # New connections get the new certificate; the process never restarted.
+    assert _served_serial(gw.port, ca.ca_path) == _serial(second.cert)
+    with EmbedClient(address, tls=True, root_certificates=roots, timeout=60) as fresh:
+        np.testing.assert_allclose(fresh.embed(TEXTS, "document").embeddings, want, atol=1e-6)

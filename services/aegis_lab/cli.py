@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     size = chaos.add_mutually_exclusive_group()
     size.add_argument("--short", action="store_true", help="CI-sized load (default)")
     size.add_argument("--long", action="store_true", help="report-sized load (minutes)")
+    size.add_argument("--soak", action="store_true", help="only the soak scenario, for 30 minutes")
     chaos.add_argument("--report", action="store_true", help="write docs/reliability.md + JSON")
     chaos.add_argument("--model", default="builtin:query", help="served by both pools")
     chaos.add_argument("--threads", type=int, default=1, help="torch threads per encoder")

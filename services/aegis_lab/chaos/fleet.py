@@ -163,17 +163,28 @@ class Fleet:
 class MemorySampler:
     """Background thread recording each member's largest VmRSS while a scenario runs."""
 
-    def __init__(self, fleet: Fleet, every_s: float = 0.1) -> None:
+    def __init__(self, fleet: Fleet, every_s: float = 0.1, series_every_s: float = 0.0) -> None:
         self.fleet = fleet
         self.every_s = every_s
         self.peak_mb: dict[str, float] = {}
+        # (monotonic time, member, RSS MB) every `series_every_s` (0 = peaks only): the soak.
+        self.series: list[tuple[float, str, float]] = []
+        self.series_every_s = series_every_s
+        self._next_series = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
+        now = time.monotonic()
+        keep = self.series_every_s > 0 and now >= self._next_series
+        if keep:
+            self._next_series = now + self.series_every_s
         for m in self.fleet.members:
             if m.alive:
-                self.peak_mb[m.name] = max(self.peak_mb.get(m.name, 0.0), rss_mb(m.pid))
+                mb = rss_mb(m.pid)
+                self.peak_mb[m.name] = max(self.peak_mb.get(m.name, 0.0), mb)
+                if keep:
+                    self.series.append((now, m.name, mb))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

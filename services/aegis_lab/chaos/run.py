@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 from aegis_lab.chaos.fleet import Fleet, FleetConfig
 from aegis_lab.chaos.oracle import ReferenceModel
 from aegis_lab.chaos.report import write_report
-from aegis_lab.chaos.scenarios import LONG, SCENARIOS, SHORT, Context, Outcome
+from aegis_lab.chaos.scenarios import LONG, SCENARIOS, SHORT, SOAK_SECONDS, Context, Outcome
 
 
 def run_scenarios(names: list[str], ctx: Context, on_outcome: Any = None) -> list[Outcome]:
@@ -30,10 +31,12 @@ def run_scenarios(names: list[str], ctx: Context, on_outcome: Any = None) -> lis
 def main_args(ns: Any) -> int:
     from aegis_serve.models.resolve import resolve_model
 
-    names = ns.scenario or list(SCENARIOS)
+    names = ns.scenario or (["soak"] if ns.soak else list(SCENARIOS))
     if "fuzz" in names and importlib.util.find_spec("hypothesis") is None:
         raise SystemExit("the fuzz scenario needs hypothesis: pip install -e '.[test]'")
-    size = LONG if ns.long else SHORT
+    size = LONG if ns.long or ns.soak else SHORT
+    if ns.soak:
+        size = dataclasses.replace(size, soak_seconds=SOAK_SECONDS)
     command = "aegis-lab " + " ".join(sys.argv[1:])
     model_dir = resolve_model(ns.model)
     reference = ReferenceModel(model_dir)

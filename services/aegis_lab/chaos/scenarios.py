@@ -44,18 +44,26 @@ class Size:
     overload_in_flight: int
     recovery_requests: int
     fuzz_examples: int  # per fuzzed RPC (Embed, Tokenize, EmbedStream, raw bytes)
+    soak_seconds: float = 20.0  # steady half-capacity load (`--soak`: 30 minutes)
 
 
 SHORT = Size(
     requests=48, concurrency=6, texts_per_request=2, capacity_requests=24,
     overload_seconds=2.0, overload_max=160, overload_in_flight=96, recovery_requests=12,
-    fuzz_examples=40,
+    fuzz_examples=40, soak_seconds=20.0,
 )  # fmt: skip
 LONG = Size(
     requests=2000, concurrency=8, texts_per_request=2, capacity_requests=120,
     overload_seconds=10.0, overload_max=2000, overload_in_flight=256, recovery_requests=100,
-    fuzz_examples=500,
+    fuzz_examples=500, soak_seconds=180.0,
 )  # fmt: skip
+SOAK_SECONDS = 1800.0  # `aegis-lab chaos --soak`: the 30-minute form (not in CI)
+# Soak limits: resident memory may grow at most this much after warm-up, and the late p99 may
+# be at most this factor (plus a small absolute slack for 2-core timer noise) of the early p99.
+SOAK_RSS_GROWTH = 0.05
+SOAK_WARMUP = 0.2
+SOAK_P99_FACTOR = 1.5
+SOAK_P99_SLACK_S = 0.05
 
 
 @dataclass
@@ -371,6 +379,86 @@ async def gateway_restart(ctx: Context) -> Outcome:
     )
 
 
+async def soak(ctx: Context) -> Outcome:
+    """Steady load at half the measured capacity for `soak_seconds` through the whole stack
+    (queries and documents): RSS of every process sampled each second must not grow more
+    than 5 % after the warm-up, the p99 must stay put, nothing may fail or be lost."""
+    s = ctx.size
+    fleet = ctx.fleet
+    per = s.texts_per_request
+    cap_oracle = _oracle(ctx, s.capacity_requests, per, (8, 96), salt=11)
+    cap = await closed_loop(fleet.address, cap_oracle, "document", s.capacity_requests,
+                            s.concurrency, label="capacity", progress=ctx.progress)  # fmt: skip
+    capacity = cap.succeeded / cap.wall_s if cap.wall_s else 1.0
+    rate = max(1.0, capacity / 2)
+    n = max(1, round(rate * s.soak_seconds))
+    # Distinct requests, reused cyclically: the oracle's references cost model time too.
+    doc_oracle = _oracle(ctx, min(n, 400), per, (8, 96), salt=12)
+    query_oracle = _oracle(ctx, min(n, 400), 1, (4, 16), salt=13)
+    with MemorySampler(fleet, every_s=0.5, series_every_s=1.0) as mem:
+        start = time.monotonic()
+        (docs, offered), (queries, _) = await asyncio.gather(
+            offer(fleet.address, doc_oracle, "document", rate * 0.8, round(n * 0.8), 64,
+                  label="soak documents", progress=ctx.progress),
+            offer(fleet.address, query_oracle, "query", rate * 0.2, round(n * 0.2), 64,
+                  label="soak queries", progress=ctx.progress),
+        )  # fmt: skip
+        end = time.monotonic()
+    tally = Tally()
+    tally.merge(docs)
+    tally.merge(queries)
+    warm = start + SOAK_WARMUP * (end - start)
+    growth = _rss_growth(mem.series, warm, end)
+    third = (end - warm) / 3
+    early, late = tally.p99_s(warm, warm + third), tally.p99_s(end - third, end)
+    return Outcome(
+        "soak at half capacity",
+        tally,
+        mem.max_mb,
+        checks={
+            "every request answered": tally.succeeded + tally.failed == tally.sent,
+            "failed == 0": tally.failed == 0,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+            f"RSS growth after warm-up <= {SOAK_RSS_GROWTH:.0%}": all(
+                g <= SOAK_RSS_GROWTH for g in growth.values()
+            ),
+            f"late p99 <= {SOAK_P99_FACTOR}x early p99": late
+            <= SOAK_P99_FACTOR * early + SOAK_P99_SLACK_S,
+            "no process died": not fleet.crashed(),
+        },
+        details={
+            "seconds": round(end - start, 1),
+            "capacity_req_per_s": round(capacity, 1),
+            "offered_req_per_s": round(rate, 1),
+            "documents_offered_req_per_s": round(offered, 1),
+            "rss_growth_after_warmup": {k: round(v, 4) for k, v in growth.items()},
+            "p99_early_s": round(early, 4),
+            "p99_late_s": round(late, 4),
+            "codes": dict(tally.codes),
+        },
+    )
+
+
+def _rss_growth(
+    series: list[tuple[float, str, float]], warm: float, end: float
+) -> dict[str, float]:
+    """Per member: (median RSS of the last tenth - median RSS of the tenth after warm-up) /
+    the latter. Medians, so one sample caught mid-allocation does not decide."""
+    span = max(end - warm, 1e-9)
+    out: dict[str, float] = {}
+    for name in sorted({m for _, m, _ in series}):
+        head = [mb for t, m, mb in series if m == name and warm <= t < warm + span / 10]
+        tail = [mb for t, m, mb in series if m == name and end - span / 10 <= t <= end]
+        if head and tail and _median(head) > 0:
+            out[name] = (_median(tail) - _median(head)) / _median(head)
+    return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 async def _replica_healthy(address: str, target: str) -> bool | None:
     """Whether the gateway has `target` in rotation (GetInfo's replica states); None when
     the gateway does not answer."""
@@ -488,5 +576,6 @@ SCENARIOS: dict[str, Scenario] = {
     "hung-document": hung_document_replica,
     "hung-query": hung_query_replica,
     "gateway-restart": gateway_restart,
+    "soak": soak,
     "fuzz": fuzz,
 }
