@@ -99,3 +99,11 @@ def test_gateway_restart_under_load_loses_nothing(ctx: Context) -> None:
     assert o.tally.failed == 0, o.details
     assert o.tally.wrong_or_lost == 0
     assert o.passed, (o.checks, o.details)
+
+
+def test_soak_short_form_holds_memory_and_latency(ctx: Context) -> None:
+    """The CI form of the soak (20 s at half capacity; `aegis-lab chaos --soak` runs 30 min)."""
+    o = run(ctx, "soak")
+    assert o.tally.failed == 0 and o.tally.wrong_or_lost == 0, o.details
+    assert o.details["rss_growth_after_warmup"], o.details  # every process was sampled
+    assert o.passed, (o.checks, o.details)
