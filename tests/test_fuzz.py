@@ -52,3 +52,14 @@ def test_fuzz_campaign_gets_only_defined_answers(fleet: Fleet) -> None:
 
     with EmbedClient(fleet.address, timeout=30) as client:
         assert client.embed(["still answering"], "query").embeddings.shape == (1, 768)
+
+
+def test_every_malformed_class_gets_its_documented_status(fleet: Fleet) -> None:
+    from aegis_lab.chaos.malformed import CLASSES, run_classes
+
+    assert len(CLASSES) >= 30
+    tallies = run_classes(fleet.address, per_class=2, seed=3)
+    failed = {name: t.examples for name, t in tallies.items() if not t.passed}
+    assert not failed, failed
+    assert all(t.sent >= 2 for t in tallies.values())
+    assert not fleet.crashed()

@@ -44,18 +44,19 @@ class Size:
     overload_in_flight: int
     recovery_requests: int
     fuzz_examples: int  # per fuzzed RPC (Embed, Tokenize, EmbedStream, raw bytes)
+    malformed_per_class: int = 2  # variants of each named malformed-input class (malformed.py)
     soak_seconds: float = 20.0  # steady half-capacity load (`--soak`: 30 minutes)
 
 
 SHORT = Size(
     requests=48, concurrency=6, texts_per_request=2, capacity_requests=24,
     overload_seconds=2.0, overload_max=160, overload_in_flight=96, recovery_requests=12,
-    fuzz_examples=40, soak_seconds=20.0,
+    fuzz_examples=40, soak_seconds=20.0, malformed_per_class=2,
 )  # fmt: skip
 LONG = Size(
     requests=2000, concurrency=8, texts_per_request=2, capacity_requests=120,
     overload_seconds=10.0, overload_max=2000, overload_in_flight=256, recovery_requests=100,
-    fuzz_examples=500, soak_seconds=180.0,
+    fuzz_examples=500, soak_seconds=180.0, malformed_per_class=300,
 )  # fmt: skip
 SOAK_SECONDS = 1800.0  # `aegis-lab chaos --soak`: the 30-minute form (not in CI)
 # Soak limits: resident memory may grow at most this much after warm-up, and the late p99 may
@@ -227,13 +228,20 @@ async def query_pool_down(ctx: Context) -> Outcome:
 
 
 async def fuzz(ctx: Context) -> Outcome:
-    """Hypothesis over every request field plus raw bytes: only defined answers, no crash."""
+    """Hypothesis over every request field plus raw bytes, then every named malformed-input
+    class (chaos/malformed.py) many times: only defined answers, each class its documented
+    status, no crash, memory bounded."""
     from aegis_lab.chaos.fuzz import run_fuzz
+    from aegis_lab.chaos.malformed import CLASSES, OK, run_classes
 
     fleet = ctx.fleet
+    before = {m.name: rss_mb(m.pid) for m in fleet.members if m.alive}
     with MemorySampler(fleet) as mem:
         per_rpc = await asyncio.to_thread(run_fuzz, fleet.address, ctx.size.fuzz_examples,
                                           ctx.seed)  # fmt: skip
+        per_class = await asyncio.to_thread(run_classes, fleet.address,
+                                            ctx.size.malformed_per_class, ctx.seed)  # fmt: skip
+    growth = {name: mem.peak_mb.get(name, 0.0) - before.get(name, 0.0) for name in before}
     crashed = fleet.crashed()
     after = await closed_loop(
         fleet.address, _oracle(ctx, 4, 2, (4, 32), salt=5), "query", 4, 1, progress=ctx.progress
@@ -248,14 +256,28 @@ async def fuzz(ctx: Context) -> Outcome:
         tally.codes.update(t.codes)
         rejected += t.rejected
         malformed += t.malformed
+    for c in per_class.values():
+        ok = c.codes.get(OK, 0)
+        tally.sent += c.sent
+        tally.succeeded += ok
+        tally.failed += c.sent - ok
+        tally.codes.update(c.codes)
+        rejected += c.sent - ok - c.unexpected
     return Outcome(
-        "fuzz (hypothesis + raw bytes)",
+        "fuzz (hypothesis + raw bytes + malformed classes)",
         tally,
         mem.max_mb,
         rejected=rejected,
         checks={
             "only successes or defined statuses": tally.failed == rejected,
             "every success well-formed": malformed == 0,
+            "every malformed class got its documented status": all(
+                c.passed for c in per_class.values()
+            ),
+            f"{len(CLASSES)} >= 30 malformed classes": len(CLASSES) >= 30,
+            f"memory bounded (growth <= {RSS_GROWTH_LIMIT_MB:.0f} MB per process)": all(
+                g <= RSS_GROWTH_LIMIT_MB for g in growth.values()
+            ),
             "no process crashed": not crashed,
             "answers normally afterwards": after.succeeded == 4,
         },
@@ -264,10 +286,27 @@ async def fuzz(ctx: Context) -> Outcome:
                 k: {"sent": t.sent, "codes": dict(t.codes), "failures": t.examples}
                 for k, t in per_rpc.items()
             },
+            "malformed_classes": _class_rows(per_class),
+            "rss_growth_mb": {k: round(v, 1) for k, v in growth.items()},
             "crashed": crashed,
             "seed": ctx.seed,
         },
     )
+
+
+def _class_rows(per_class: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The report's line per malformed-input class: its documented statuses and what came."""
+    from aegis_lab.chaos.malformed import CLASSES
+
+    rows = {}
+    for c in CLASSES:
+        t = per_class[c.name]
+        row = {"sent": t.sent, "documented": sorted(c.expected), "codes": dict(t.codes),
+               "passed": t.passed}  # fmt: skip
+        if t.examples:
+            row["examples"] = t.examples
+        rows[c.name] = row
+    return rows
 
 
 async def overload(ctx: Context) -> Outcome:
