@@ -27,7 +27,7 @@ def payload(rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """The Markdown page: one table, then each scenario's checks and details."""
-    table_rows = [{**r, "verdict": "pass" if r["passed"] else "**FAIL**"} for r in data["rows"]]
+    table_rows = [{**r, "verdict": _verdict(r)} for r in data["rows"]]
     lines = [
         "# Reliability",
         "",
@@ -58,12 +58,26 @@ def render(data: dict[str, Any]) -> str:
     ]
     for r in data["rows"]:
         lines += [f"## {r['test']}", "", f"- command: `{r['command']}`"]
+        if r.get("skipped"):
+            lines += [f"- skipped on this machine: {r['skipped']}"]
         lines += [f"- {'ok' if ok else 'FAILED'}: {name}" for name, ok in r["checks"].items()]
         lines += ["", "```json", json.dumps(r["details"], indent=1, ensure_ascii=True), "```", ""]
     return "\n".join(lines)
 
 
-def write_report(rows: list[dict[str, Any]], command: str, md: Path, js: Path) -> None:
+def _verdict(row: dict[str, Any]) -> str:
+    if row.get("skipped"):
+        return "skipped (see below)"
+    return "pass" if row["passed"] else "**FAIL**"
+
+
+def write_report(
+    rows: list[dict[str, Any]], command: str, md: Path, js: Path, *, merge: bool = False
+) -> None:
+    """Write both files; with `merge`, rows of other scenarios already in `js` stay."""
+    if merge and js.exists():
+        new = {r["test"] for r in rows}
+        rows = [r for r in json.loads(js.read_text())["rows"] if r["test"] not in new] + rows
     data = payload(rows, command)
     write_json(js, data)
     md.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,9 @@ def main_args(ns: Any) -> int:
         outcomes = run_scenarios(names, ctx, show)
     if ns.report:
         rows = [o.row(command) for o in outcomes]
-        write_report(rows, command, Path(ns.out_md), Path(ns.out_json))
+        # A run of some scenarios replaces their rows and keeps the others' (each row names
+        # the command that produced it).
+        partial = set(names) != set(SCENARIOS)
+        write_report(rows, command, Path(ns.out_md), Path(ns.out_json), merge=partial)
         print(f"wrote {ns.out_md} and {ns.out_json}")
     return 0 if all(o.passed for o in outcomes) else 1

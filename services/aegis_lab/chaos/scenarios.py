@@ -86,6 +86,7 @@ class Outcome:
     tally: Tally
     max_rss_mb: float
     rejected: int = 0  # answered with a defined status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT)
+    skipped: str = ""  # why the scenario could not run on this machine (then no checks)
     checks: dict[str, bool] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +109,7 @@ class Outcome:
             "wrong_or_lost": self.tally.wrong_or_lost,
             "max_rss_mb": round(self.max_rss_mb, 1),
             "passed": self.passed,
+            "skipped": self.skipped,
             "command": command,
             "checks": self.checks,
             "details": self.details,
@@ -498,6 +500,106 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+PARTITION_S = 10.0
+NETEM_CASES = (("delay 50 ms", ("delay", "50ms")), ("loss 1 %", ("loss", "1%")),
+               ("loss 10 %", ("loss", "10%")))  # fmt: skip
+NETWORK_DEFINED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+
+
+async def bad_network(ctx: Context) -> Outcome:
+    """One document replica behind a veth pair in its own network namespace; a 10-second
+    partition, then 50 ms delay, 1 % and 10 % loss under load (netem cases only where the
+    kernel has netem). Requests succeed or fail with a defined status within their deadline;
+    no wrong vector."""
+    from aegis_lab.chaos.network import NetworkUnavailable, encoder_in, namespace
+    from aegis_serve.supervisor import Child, serve_argv
+
+    s, fleet = ctx.size, ctx.fleet
+    per_phase = max(12, s.requests // 8)
+    phases: dict[str, Any] = {}
+    tally = Tally()
+    peak = 0.0
+    try:
+        with namespace() as link:
+            enc = encoder_in(link, fleet._encoder_args("document", 0), fleet.env)
+            gw = Child("gateway-netns", [], fleet.env)
+            try:
+                await asyncio.to_thread(lambda: enc.start().wait_ready(READY_TIMEOUT_S))
+                # Documents balanced over the namespaced replica and one of the fleet's.
+                gw.argv = serve_argv(
+                    "gateway", "--port", "0", "--query", fleet.encoders["query"].address,
+                    "--document", f"{enc.address},{fleet.encoders['document1'].address}",
+                    "--health-interval-s", str(fleet.cfg.health_interval_s),
+                    "--log-level", "WARNING",
+                )  # fmt: skip
+                await asyncio.to_thread(lambda: gw.start().wait_ready(READY_TIMEOUT_S))
+                healthy = await _until(lambda: _is(gw.address, enc.address, True), 60)
+                if healthy is None:
+                    raise NetworkUnavailable("the gateway never reached the namespaced replica")
+
+                async def phase(name: str, fault: Callable[[Tally], Awaitable[None]]) -> None:
+                    oracle = _oracle(ctx, per_phase, s.texts_per_request, (8, 64),
+                                     salt=20 + len(phases))  # fmt: skip
+                    started = time.monotonic()
+                    t = await closed_loop(gw.address, oracle, "document", per_phase,
+                                          s.concurrency, during=fault, label=name,
+                                          progress=ctx.progress)  # fmt: skip
+                    back = await _until(lambda: _is(gw.address, enc.address, True), 60)
+                    phases[name] = {
+                        "requests": t.sent, "succeeded": t.succeeded, "codes": dict(t.codes),
+                        "p99_s": round(t.p99_s(), 3), "seconds": round(time.monotonic() -
+                        started, 1), "replica_back_after_s": _round(back),
+                    }  # fmt: skip
+                    tally.merge(t)
+
+                async def partition(t: Tally) -> None:
+                    link.down()
+                    try:
+                        await asyncio.sleep(PARTITION_S)
+                    finally:
+                        link.up()
+
+                with MemorySampler(fleet) as mem:
+                    await phase("partition 10 s", partition)
+                    for name, spec in NETEM_CASES:
+                        refused = link.netem(*spec)
+                        if refused:
+                            phases[name] = {"skipped": f"tc netem: {refused}"}
+                            continue
+
+                        async def hold(t: Tally) -> None:
+                            await asyncio.sleep(0)
+
+                        try:
+                            await phase(name, hold)
+                        finally:
+                            link.clear()
+                peak = mem.max_mb
+            finally:
+                for child in (gw, enc):
+                    child.signal(signal.SIGTERM)
+                    if child.proc is not None and await asyncio.to_thread(child.wait, 15) is None:
+                        child.kill()
+    except NetworkUnavailable as exc:
+        return Outcome("bad network (netns: partition, delay, loss)", tally, 0.0,
+                       skipped=str(exc))  # fmt: skip
+    undefined = {c: n for c, n in tally.codes.items()
+                 if c not in NETWORK_DEFINED and c not in ("OK", "WRONG_VECTOR")}  # fmt: skip
+    return Outcome(
+        "bad network (netns: partition, delay, loss)",
+        tally,
+        peak,
+        rejected=tally.failed - sum(undefined.values()),
+        checks={
+            "every request answered": tally.succeeded + tally.failed == tally.sent,
+            "wrong_or_lost == 0": tally.wrong_or_lost == 0,
+            "failures only with defined statuses": not undefined,
+            "p99 within the deadline": tally.p99_s() < LOAD_DEADLINE_S,
+        },
+        details={"phases": phases, "codes": dict(tally.codes)},
+    )
+
+
 async def _replica_healthy(address: str, target: str) -> bool | None:
     """Whether the gateway has `target` in rotation (GetInfo's replica states); None when
     the gateway does not answer."""
@@ -616,5 +718,6 @@ SCENARIOS: dict[str, Scenario] = {
     "hung-query": hung_query_replica,
     "gateway-restart": gateway_restart,
     "soak": soak,
+    "bad-network": bad_network,
     "fuzz": fuzz,
 }
