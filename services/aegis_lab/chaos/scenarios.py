@@ -26,7 +26,9 @@ OVERLOAD_TEXTS_PER_REQUEST = 2
 OVERLOAD_TOKENS = (16, 128)  # longer than the other scenarios' texts: the model is the bottleneck
 # Hung replica: how long the gateway may take to eject it, and how long it stays stopped after.
 HUNG_EJECT_LIMIT_S = 20.0
-HUNG_HOLD_S = 2.0
+# Stopped this long after leaving rotation: past the second failed probe (interval + probe
+# timeout), so the calls it holds must have been ended and retried before SIGCONT.
+HUNG_HOLD_S = 6.0
 # The load's per-request deadline (closed_loop's default timeout).
 LOAD_DEADLINE_S = 30.0
 
@@ -662,7 +664,9 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
         tally = await closed_loop(address, oracle, input_type, n, s.concurrency, during=fault,
                                   label=f"SIGSTOP {member}", progress=ctx.progress)  # fmt: skip
     stopped, continued = marks.get("stopped") or 0.0, marks.get("continued") or 0.0
-    p99_fault = tally.p99_s(stopped, continued)
+    # Requests in flight at the stop or started during it.
+    p99_fault = tally.p99_s(stopped - LOAD_DEADLINE_S, continued)
+    slowest = max((s_ for t, s_ in tally.timings if t < continued), default=0.0)
     return Outcome(
         test,
         tally,
@@ -674,6 +678,8 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
             "hung replica ejected": marks.get("ejected_after_s") is not None,
             "back in rotation after SIGCONT": marks.get("back_after_s") is not None,
             "p99 during the fault within the deadline": p99_fault < LOAD_DEADLINE_S,
+            "held calls moved before SIGCONT (ejected, not waited out)": slowest
+            < continued - stopped,
         },
         details={
             "fault_after_requests": marks.get("sent_at_stop"),
@@ -681,6 +687,7 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
             "stopped_for_s": round(continued - stopped, 2),
             "back_after_sigcont_s": _round(marks.get("back_after_s")),
             "p99_during_fault_s": round(p99_fault, 3),
+            "slowest_request_s": round(slowest, 3),
             "p99_overall_s": round(tally.p99_s(), 3),
             "fallback": tally.fallback,
             "codes": dict(tally.codes),
