@@ -49,7 +49,11 @@ def render(data: dict[str, Any]) -> str:
         "second, the calls it holds are ended and retried on the other replicas (Encode is",
         "idempotent); after SIGCONT it passes its probe and canary check and is back.",
         "",
-        f"- command: `{data['command']}`",
+        (
+            f"- command: `{data['command']}`"
+            if len({r["command"] for r in data["rows"]}) <= 1
+            else f"- commands: per scenario, below (the last run: `{data['command']}`)"
+        ),
         f"- machine: {data['machine']}",
         f"- date: {data['date']}",
         "",
