@@ -91,8 +91,9 @@ class Stack:
         from aegis_serve.settings import EncoderSettings
 
         settings = EncoderSettings(
-            model=str(embedder.cfg.root), role=role, port=0, shutdown_grace_s=1, **overrides
-        )
+            **{"model": str(embedder.cfg.root), "role": role, "port": 0, "shutdown_grace_s": 1,
+               **overrides}  # a restarted replica passes its old port
+        )  # fmt: skip
         handle, servicer = self.lt.run(start_encoder(settings, embedder))
         self.encoders[name] = (handle, servicer)
         return f"127.0.0.1:{handle.port}"

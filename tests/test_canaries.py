@@ -141,3 +141,19 @@ def test_a_malformed_canaries_file_is_a_clear_model_error(tmp_path, models):
     (broken / CANARIES_FILE).write_text(json.dumps(raw))
     with pytest.raises(ModelDirError, match="vectors are"):
         Embedder(broken)
+
+
+def test_a_refused_replica_is_readmitted_once_its_vectors_are_right_again(stack, models):
+    """Refused replicas are checked again every interval: one that computes with the right
+    weights again (here its model is swapped in place, as a fixed rollout under the same
+    address would) returns to rotation."""
+    good, bad = Embedder(models["good"]), Embedder(models["bad"])
+    d = stack.encoder("d", good, "document")
+    q_good = stack.encoder("q-good", good, "query")
+    q_bad = stack.encoder("q-bad", bad, "query")
+    gw = stack.gateway([q_good, q_bad], [d], canary_interval_s=0.5)
+    assert wait_until(lambda: "canary check failed" in _states(gw)[q_bad][2], 30)
+    _, core = stack.encoders["q-bad"]
+    core.batcher.runner = good  # same tokenizer: only the weights were wrong
+    assert wait_until(lambda: _states(gw)[q_bad][:2] == (True, True), 30), _states(gw)
+    assert _states(gw)[q_bad][2] == ""

@@ -13,7 +13,7 @@ from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
 from aegis_client import EmbedClient
 from aegis_serve.gateway.auth import load_principals, parse_line
 from certs import TestCA
-from conftest import rpc_error
+from conftest import rpc_error, wait_until
 
 TEXTS = ["What is the capital of France?", "Paris is the capital of France."]
 
@@ -291,3 +291,39 @@ def test_rotated_certificate_is_picked_up_without_restart_or_failed_calls(
     assert _served_serial(gw.port, ca.ca_path) == _serial(second.cert)
     with EmbedClient(address, tls=True, root_certificates=roots, timeout=60) as fresh:
         np.testing.assert_allclose(fresh.embed(TEXTS, "document").embeddings, want, atol=1e-6)
+
+
+def test_gateway_follows_pool_tls_files_without_a_restart(stack, student, tmp_path):
+    """The encoders move to certificates of a new CA: the gateway's pool CA file is first
+    extended to trust both (replaced on disk, no restart), then the encoder restarts with a
+    new-CA certificate on its old port. Without re-reading the file the gateway could not
+    verify the new certificate and the pool would stay down."""
+    import os
+
+    old_ca, new_ca = TestCA(tmp_path / "old", "old-ca"), TestCA(tmp_path / "new", "new-ca")
+
+    def encoder(ca: TestCA, port: int = 0) -> str:
+        cert = ca.issue(f"encoder-{ca.ca_path.parent.name}", server=True,
+                        dns=("encoder.aegis.test",))  # fmt: skip
+        return stack.encoder("d", student, "document", tls_cert=cert.cert, tls_key=cert.key,
+                             port=port)  # fmt: skip
+
+    d = encoder(old_ca)
+    trust = tmp_path / "pool-ca.pem"
+    trust.write_bytes(old_ca.ca_path.read_bytes())
+    gw = stack.gateway([d], [d], pool_tls_ca=trust, pool_tls_server_name="encoder.aegis.test")
+    with EmbedClient(f"127.0.0.1:{gw.port}", timeout=30) as client:
+        want = client.embed(TEXTS, "document").embeddings
+        bundle = trust.with_suffix(".new")
+        bundle.write_bytes(old_ca.ca_path.read_bytes() + new_ca.ca_path.read_bytes())
+        os.replace(bundle, trust)
+        stack.refresh(gw)  # the gateway's probe loop does this every health interval
+        np.testing.assert_allclose(client.embed(TEXTS, "document").embeddings, want, atol=1e-6)
+        stack.stop_encoder("d")
+        encoder(new_ca, port=int(d.rsplit(":", 1)[1]))
+
+        def pool_up() -> bool:
+            return client.info().pools[1].healthy_replicas == 1
+
+        assert wait_until(pool_up, timeout=30)
+        np.testing.assert_allclose(client.embed(TEXTS, "document").embeddings, want, atol=1e-6)

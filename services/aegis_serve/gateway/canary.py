@@ -130,10 +130,12 @@ class CanaryGuard:
         except (ServiceError, TimeoutError, asyncio.TimeoutError) as exc:
             why = getattr(exc, "message", "") or type(exc).__name__
             self.checks.add(1, {"pool": pool.role, "result": "error"})
-            if pending:
+            if pending:  # stays out; tried again at the next probe
                 replica.problem = f"{PENDING} (could not run: {why})"
                 log.warning("%s replica %s: canary check could not run: %s",
                             pool.role, replica.target, why)  # fmt: skip
+            else:  # admitted (or refused) stays so; tried again after an interval, not at once
+                replica.checked_at = time.monotonic()
             return
         replica.checked_at = time.monotonic()
         replica.checked_identity = _identity(replica.info)
@@ -146,9 +148,10 @@ class CanaryGuard:
             replica.healthy = replica.verified = False
             return
         self.checks.add(1, {"pool": pool.role, "result": "pass" if verdict.verified else "skip"})
-        if replica.refused or pending:  # a recovery is news; a first admission is routine
+        recovered = bool(replica.refused)
+        if recovered or pending:  # a recovery is news; a first admission is routine
             how = "verified by canaries" if verdict.verified else "admitted without canaries"
-            level = logging.INFO if replica.refused else logging.DEBUG
+            level = logging.INFO if recovered else logging.DEBUG
             log.log(level, "%s replica %s %s", pool.role, replica.target, how)
         if not verdict.verified and pending:
             log.warning(
@@ -158,7 +161,7 @@ class CanaryGuard:
             )  # fmt: skip
         replica.refused = ""
         replica.verified = verdict.verified
-        if pending or replica.problem.startswith(PENDING):
+        if pending or recovered or replica.problem.startswith(PENDING):
             replica.healthy, replica.problem = True, ""
 
     async def verify(self, role: str, replica: Replica, reference: CanarySet | None) -> Verdict:

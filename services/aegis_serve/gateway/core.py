@@ -27,7 +27,7 @@ from aegis_serve.common.errors import ServiceError, invalid
 from aegis_serve.encoder.result import Encoded
 from aegis_serve.gateway.admission import Admission
 from aegis_serve.gateway.canary import CanaryGuard
-from aegis_serve.gateway.pools import Pool, PoolUnavailable
+from aegis_serve.gateway.pools import Pool, PoolUnavailable, RemoteReplica
 from aegis_serve.gateway.quantize import (
     ENCODING_VALUES,
     encode_rows,
@@ -35,6 +35,7 @@ from aegis_serve.gateway.quantize import (
     truncate_and_renormalize,
 )
 from aegis_serve.gateway.space import SpaceState
+from aegis_serve.gateway.tls import PoolTlsFiles
 from aegis_serve.gateway.validation import (
     EmbedPlan,
     Limits,
@@ -71,6 +72,9 @@ class Gateway:
         self.document = document
         self.space = SpaceState(query, document)
         self.canaries = CanaryGuard(settings, document)
+        # Watched pool TLS files (gateway/tls.py); None = plaintext pools.
+        self.pool_tls: PoolTlsFiles | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         for pool in self.pools:
             pool.hold = self.canaries.hold
         self.limits = Limits(settings.max_inputs, settings.max_input_chars)
@@ -90,10 +94,32 @@ class Gateway:
         """Probe every replica, check by vectors those that joined or are due (the document
         pool first: it defines the space's reference canaries), then compare the declared
         spaces."""
+        self.rotate_pool_tls()
         await asyncio.gather(self.query.probe_all(), self.document.probe_all())
         await self.canaries.check_pool(self.document)
         await self.canaries.check_pool(self.query)
         self.space.check()
+
+    def rotate_pool_tls(self) -> None:
+        """When the pool TLS files changed on disk: new calls go over new channels made with
+        them; the old channels close once their calls finish (up to the encoder timeout)."""
+        creds = self.pool_tls.changed() if self.pool_tls is not None else None
+        if creds is None:
+            return
+        remote = [r for pool in self.pools for r in pool.replicas if isinstance(r, RemoteReplica)]
+        for replica in remote:
+            old = replica.reconnect(creds)
+            task = asyncio.get_running_loop().create_task(
+                old.close(grace=self.settings.encoder_timeout_s)
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        log.info("pool TLS files changed: %d replica channels reconnected", len(remote))
+
+    def drop_replaced_channels(self) -> None:
+        """At shutdown: stop waiting for channels a TLS rotation replaced."""
+        for task in list(self._closing):
+            task.cancel()
 
     @property
     def serving(self) -> bool:

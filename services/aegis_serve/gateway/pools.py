@@ -39,13 +39,13 @@ from aegis_serve.telemetry.rpc import inject_metadata, tracer
 log = logging.getLogger(__name__)
 
 ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
-# Failures worth trying elsewhere: the replica is gone, restarting, draining or full.
-# A replica stopped mid-call ends its in-flight RPCs as CANCELLED; the caller's own cancel
-# arrives here as asyncio.CancelledError instead, so CANCELLED from a replica is safe to retry.
 # Probes a replica must fail in a row before its in-flight calls are ended and retried
 # elsewhere (one failure already takes it out of rotation for new calls): two, so a replica
 # slow to answer one probe under load does not lose its work.
 EJECT_AFTER_FAILED_PROBES = 2
+# Failures worth trying elsewhere: the replica is gone, restarting, draining or full.
+# A replica stopped mid-call ends its in-flight RPCs as CANCELLED; the caller's own cancel
+# arrives here as asyncio.CancelledError instead, so CANCELLED from a replica is safe to retry.
 RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 )
@@ -153,13 +153,29 @@ class RemoteReplica(Replica):
 
     kind = "remote"
 
-    def __init__(self, target: str, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        target: str,
+        channel: grpc.aio.Channel,
+        options: Sequence[tuple[str, object]] = (),
+    ) -> None:
         super().__init__(target)
+        self.options = list(options)
+        self._use(channel)
+        self._calls: set[grpc.aio.Call] = set()
+        self._ejected: dict[grpc.aio.Call, str] = {}
+
+    def _use(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
         self.stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
-        self._calls: set[grpc.aio.Call] = set()
-        self._ejected: dict[grpc.aio.Call, str] = {}
+
+    def reconnect(self, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+        """New calls go over a new TLS channel made with `credentials`; returns the old
+        channel, whose calls in flight the caller lets finish before closing it."""
+        old = self.channel
+        self._use(grpc.aio.secure_channel(self.target, credentials, options=self.options))
+        return old
 
     async def check(self, timeout: float) -> encoder_pb2.GetInfoResponse:
         """Health check + GetInfo; healthy only if both succeed."""
@@ -250,7 +266,7 @@ class Pool:
                 if credentials
                 else grpc.aio.insecure_channel(target, options=opts)
             )
-            replicas.append(RemoteReplica(target, channel))
+            replicas.append(RemoteReplica(target, channel, opts))
         return cls(role=role, replicas=replicas)
 
     # -------------------------------------------------------------- health

@@ -25,7 +25,7 @@ from aegis_serve.gateway.core import Gateway
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.safe_decoding import decode_safely
 from aegis_serve.gateway.service import SERVICE, EmbedServicer
-from aegis_serve.gateway.tls import channel_credentials, server_name_options
+from aegis_serve.gateway.tls import PoolTlsFiles, server_name_options
 from aegis_serve.protocol import ready_line
 from aegis_serve.settings import EMBEDDED, GatewaySettings
 from aegis_serve.telemetry.instruments import gateway_instruments
@@ -100,6 +100,7 @@ class GatewayRuntime:
                 await self._loop_task
         for pool in self.gateway.pools:
             await pool.close()
+        self.gateway.drop_replaced_channels()
 
 
 def _auth_summary(settings: GatewaySettings) -> str:
@@ -129,10 +130,18 @@ def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerIntercep
     return [AuthInterceptor(auth, count_denied)]
 
 
+def pool_tls_files(settings: GatewaySettings) -> PoolTlsFiles | None:
+    """The watched pool TLS files, or None for plaintext pools."""
+    if settings.pool_tls_ca is None:
+        return None
+    return PoolTlsFiles(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+
+
 def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
     """Channels to both pools' remote targets: plaintext, or TLS (mTLS with a client cert)
     per pool_tls_*. The embedded query replica, if any, is added by `build_pools`."""
-    creds = channel_credentials(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+    files = pool_tls_files(settings)
+    creds = files.credentials() if files else None
     extra = server_name_options(settings.pool_tls_server_name)
     return (
         Pool.connect("query", settings.remote_query, settings.max_message_bytes, creds, extra),
@@ -164,6 +173,7 @@ async def start_gateway(
     interceptors = auth_interceptors(settings)
     query, document = await build_pools(settings, query_embedder)
     gateway = Gateway(settings, query, document)
+    gateway.pool_tls = pool_tls_files(settings)
     servicer = EmbedServicer(gateway)
     handle = await start_server(
         settings,
