@@ -20,6 +20,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from aegis.embed.v1 import embed_pb2, embed_pb2_grpc
+from aegis_lab.chaos.malformed import status_name
 
 DEFINED = frozenset(
     {
@@ -180,7 +181,7 @@ def run_fuzz(address: str, examples: int, seed: int = 0) -> dict[str, FuzzTally]
             bad = len(resps) != len(reqs)
             for req, resp in zip(reqs, resps, strict=False):
                 if resp.HasField("error"):
-                    code = grpc.StatusCode.__members__.get(_code_name(resp.error.code))
+                    code = grpc.StatusCode.__members__.get(status_name(resp.error.code))
                     bad |= code not in DEFINED
                 else:
                     bad |= not _embed_shape_ok(req, resp)
@@ -205,10 +206,3 @@ def run_fuzz(address: str, examples: int, seed: int = 0) -> dict[str, FuzzTally]
         for campaign in (embed, tokenize, stream, raw):
             campaign()
     return tallies
-
-
-def _code_name(value: int) -> str:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code.name
-    return "UNKNOWN"

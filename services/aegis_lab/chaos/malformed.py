@@ -200,13 +200,14 @@ def _stream_status(channel: grpc.Channel, payload: bytes, rng: random.Random) ->
         for raw in channel.stream_stream(STREAM)(iter(frames), timeout=CALL_TIMEOUT_S):
             resp = embed_pb2.EmbedResponse.FromString(raw)
             if resp.HasField("error"):
-                return _status_name(resp.error.code)
+                return status_name(resp.error.code)
     except grpc.RpcError as exc:
         return exc.code().name
     return OK
 
 
-def _status_name(value: int) -> str:
+def status_name(value: int) -> str:
+    """The name of a numeric gRPC status (as EmbedStream's in-stream errors carry them)."""
     for code in grpc.StatusCode:
         if code.value[0] == value:
             return code.name
