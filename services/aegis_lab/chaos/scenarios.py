@@ -514,7 +514,7 @@ async def bad_network(ctx: Context) -> Outcome:
     kernel has netem). Requests succeed or fail with a defined status within their deadline;
     no wrong vector."""
     from aegis_lab.chaos.network import NetworkUnavailable, encoder_in, namespace
-    from aegis_serve.supervisor import Child, serve_argv
+    from aegis_serve.supervisor import Child, ChildFailed, serve_argv
 
     s, fleet = ctx.size, ctx.fleet
     per_phase = max(12, s.requests // 8)
@@ -526,7 +526,12 @@ async def bad_network(ctx: Context) -> Outcome:
             enc = encoder_in(link, fleet._encoder_args("document", 0), fleet.env)
             gw = Child("gateway-netns", [], fleet.env)
             try:
-                await asyncio.to_thread(lambda: enc.start().wait_ready(READY_TIMEOUT_S))
+                try:
+                    await asyncio.to_thread(lambda: enc.start().wait_ready(READY_TIMEOUT_S))
+                except ChildFailed as exc:  # e.g. `ip netns exec` cannot remount /sys here
+                    raise NetworkUnavailable(
+                        f"no process can run in the namespace: {str(exc)[-300:]}"
+                    ) from None
                 # Documents balanced over the namespaced replica and one of the fleet's.
                 gw.argv = serve_argv(
                     "gateway", "--port", "0", "--query", fleet.encoders["query"].address,
