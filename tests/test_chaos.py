@@ -6,6 +6,7 @@ module; each scenario starts from it whole (killed replicas are restarted on the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -119,3 +120,22 @@ def test_bad_network_partition_and_netem(ctx: Context) -> None:
     assert o.tally.wrong_or_lost == 0
     assert o.passed, (o.checks, o.details)
     assert o.details["phases"]["partition 10 s"]["requests"] > 0
+
+
+def test_report_merges_partial_runs_and_draws_the_plot(tmp_path) -> None:
+    from aegis_lab.chaos.report import write_report
+
+    def row(test: str, command: str, **extra: object) -> dict:
+        return {"test": test, "requests": 10, "succeeded": 8, "rejected": 2, "failed": 0,
+                "wrong_or_lost": 0, "max_rss_mb": 1.0, "passed": True, "command": command,
+                "checks": {"ok": True}, "details": {}, **extra}  # fmt: skip
+
+    md, js = tmp_path / "reliability.md", tmp_path / "reliability.json"
+    write_report([row("a", "run 1"), row("b", "run 1")], "run 1", md, js)
+    write_report([row("b", "run 2"), row("c", "run 2", skipped="no netns")], "run 2", md, js,
+                 merge=True)  # fmt: skip
+    text = md.read_text()
+    assert [r["test"] for r in json.loads(js.read_text())["rows"]] == ["a", "b", "c"]
+    assert "commands: per scenario" in text and "skipped on this machine: no netns" in text
+    assert "![outcome of every request per scenario](reliability.png)" in text
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000

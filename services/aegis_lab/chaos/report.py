@@ -25,8 +25,8 @@ def payload(rows: list[dict[str, Any]], command: str) -> dict[str, Any]:
     return {"machine": machine_description(), "date": today(), "command": command, "rows": rows}
 
 
-def render(data: dict[str, Any]) -> str:
-    """The Markdown page: one table, then each scenario's checks and details."""
+def render(data: dict[str, Any], figure: str = "") -> str:
+    """The Markdown page: one table (and its plot), then each scenario's checks and details."""
     table_rows = [{**r, "verdict": _verdict(r)} for r in data["rows"]]
     lines = [
         "# Reliability",
@@ -59,6 +59,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         markdown_table(table_rows, COLUMNS),
         "",
+        *([f"![outcome of every request per scenario]({figure})", ""] if figure else []),
     ]
     for r in data["rows"]:
         lines += [f"## {r['test']}", "", f"- command: `{r['command']}`"]
@@ -75,6 +76,37 @@ def _verdict(row: dict[str, Any]) -> str:
     return "pass" if row["passed"] else "**FAIL**"
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per scenario: the share of requests that succeeded, were rejected with a defined
+    status, failed, or came back wrong/lost (the last two must be empty)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["test"] for r in rows]
+    parts = [("succeeded", "#4c9a2a"), ("rejected", "#e0a030"), ("failed", "#c0392b"),
+             ("wrong_or_lost", "#000000")]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    left = [0.0] * len(rows)
+    for key, color in parts:
+        share = [r[key] / r["requests"] if r["requests"] else 0.0 for r in rows]
+        ax.barh(names, share, left=left, color=color, label=key)
+        left = [a + b for a, b in zip(left, share, strict=True)]
+    for i, r in enumerate(rows):
+        label = "skipped" if r.get("skipped") else f"{r['requests']:,} requests"
+        ax.text(1.01, i, label, va="center", fontsize=8)
+    ax.set_xlim(0, 1.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of requests")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.1 - 1.2 / (len(rows) + 3)),
+              ncol=4, fontsize=8, frameon=False)  # fmt: skip
+    ax.set_title("Fault suite: every request answered right or with a defined status")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(
     rows: list[dict[str, Any]], command: str, md: Path, js: Path, *, merge: bool = False
 ) -> None:
@@ -85,4 +117,5 @@ def write_report(
     data = payload(rows, command)
     write_json(js, data)
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(render(data))
+    plot(data["rows"], md.with_suffix(".png"))
+    md.write_text(render(data, md.with_suffix(".png").name))
