@@ -12,13 +12,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from aegis_serve.common.watched_files import WatchedFiles
 from aegis_serve.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -43,55 +43,24 @@ def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
     return opts
 
 
-class CertificateFiles:
-    """The server's certificate, key and (mTLS) client CA as files that may be replaced.
-
-    gRPC asks `fetch` at every new TLS handshake; it answers a new configuration when a file
-    changed since the last answer (cert-manager and Kubernetes Secret volumes swap the files
-    atomically), else None (keep the current one). Connections already open keep their
-    session, so in-flight calls are not disturbed; new connections get the new certificate
-    without a restart. A file caught half-written (unreadable, or cert without key) keeps
-    the previous configuration until the next handshake."""
-
-    def __init__(self, cert: Path, key: Path, ca: Path | None) -> None:
-        self.cert, self.key, self.ca = cert, key, ca
-        self._seen = self._signature()
-        self.initial = self._configuration()
-        self.reloads = 0
-
-    def _signature(self) -> tuple[tuple[int, int, int], ...]:
-        files = [self.cert, self.key, *([self.ca] if self.ca else [])]
-        stats = [f.stat() for f in files]
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
-
-    def _configuration(self) -> grpc.ServerCertificateConfiguration:
-        pair = [(self.key.read_bytes(), self.cert.read_bytes())]
-        ca = self.ca.read_bytes() if self.ca else None
-        return grpc.ssl_server_certificate_configuration(pair, root_certificates=ca)
-
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        try:
-            seen = self._signature()
-            if seen == self._seen:
-                return None
-            config = self._configuration()
-        except OSError as exc:
-            log.warning("TLS files changed but cannot be read yet (%s); keeping the old ones", exc)
-            return None
-        self._seen = seen
-        self.reloads += 1
-        log.info("TLS certificate reloaded from %s (reload %d)", self.cert, self.reloads)
-        return config
-
-
 def server_credentials(settings: CommonSettings) -> grpc.ServerCredentials | None:
     """TLS when a cert/key pair is configured; mTLS (client certs required) when a CA is too.
     The files are watched: replacing them rotates the certificate without a restart."""
     if not (settings.tls_cert and settings.tls_key):
         return None
-    files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_ca
+
+    def load() -> grpc.ServerCertificateConfiguration:
+        pair = [(key.read_bytes(), cert.read_bytes())]
+        return grpc.ssl_server_certificate_configuration(
+            pair, root_certificates=ca.read_bytes() if ca else None
+        )
+
+    # gRPC polls at every new TLS handshake: a replaced file serves new connections, open
+    # ones keep their session (in-flight calls are not disturbed).
+    files = WatchedFiles([cert, key, ca], load, "server TLS certificate")
     return grpc.dynamic_ssl_server_credentials(
-        files.initial, files.fetch, require_client_authentication=settings.tls_ca is not None
+        files.initial, files.poll, require_client_authentication=ca is not None
     )
 
 

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from aegis.embed.v1 import embed_pb2
 from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError, invalid
+from aegis_serve.common.watched_files import WatchedFiles
 from aegis_serve.encoder.result import Encoded
 from aegis_serve.gateway.admission import Admission
 from aegis_serve.gateway.canary import CanaryGuard
@@ -35,7 +36,6 @@ from aegis_serve.gateway.quantize import (
     truncate_and_renormalize,
 )
 from aegis_serve.gateway.space import SpaceState
-from aegis_serve.gateway.tls import PoolTlsFiles
 from aegis_serve.gateway.validation import (
     EmbedPlan,
     Limits,
@@ -73,7 +73,7 @@ class Gateway:
         self.space = SpaceState(query, document)
         self.canaries = CanaryGuard(settings, document)
         # Watched pool TLS files (gateway/tls.py); None = plaintext pools.
-        self.pool_tls: PoolTlsFiles | None = None
+        self.pool_tls: WatchedFiles[grpc.ChannelCredentials] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         for pool in self.pools:
             pool.hold = self.canaries.hold
@@ -103,7 +103,7 @@ class Gateway:
     def rotate_pool_tls(self) -> None:
         """When the pool TLS files changed on disk: new calls go over new channels made with
         them; the old channels close once their calls finish (up to the encoder timeout)."""
-        creds = self.pool_tls.changed() if self.pool_tls is not None else None
+        creds = self.pool_tls.poll() if self.pool_tls is not None else None
         if creds is None:
             return
         remote = [r for pool in self.pools for r in pool.replicas if isinstance(r, RemoteReplica)]
@@ -114,7 +114,7 @@ class Gateway:
             )
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        log.info("pool TLS files changed: %d replica channels reconnected", len(remote))
+        log.info("%d pool replica channels reconnected with the new TLS files", len(remote))
 
     def drop_replaced_channels(self) -> None:
         """At shutdown: stop waiting for channels a TLS rotation replaced."""

@@ -20,12 +20,13 @@ from aegis_serve.common.server import (
     serve_until_signal,
     start_server,
 )
+from aegis_serve.common.watched_files import WatchedFiles
 from aegis_serve.gateway.auth import Authenticator, AuthInterceptor, load_principals
 from aegis_serve.gateway.core import Gateway
 from aegis_serve.gateway.pools import Pool
 from aegis_serve.gateway.safe_decoding import decode_safely
 from aegis_serve.gateway.service import SERVICE, EmbedServicer
-from aegis_serve.gateway.tls import PoolTlsFiles, server_name_options
+from aegis_serve.gateway.tls import pool_tls_files, server_name_options
 from aegis_serve.protocol import ready_line
 from aegis_serve.settings import EMBEDDED, GatewaySettings
 from aegis_serve.telemetry.instruments import gateway_instruments
@@ -130,18 +131,12 @@ def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerIntercep
     return [AuthInterceptor(auth, count_denied)]
 
 
-def pool_tls_files(settings: GatewaySettings) -> PoolTlsFiles | None:
-    """The watched pool TLS files, or None for plaintext pools."""
-    if settings.pool_tls_ca is None:
-        return None
-    return PoolTlsFiles(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
-
-
-def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
+def connect_pools(
+    settings: GatewaySettings, pool_tls: WatchedFiles[grpc.ChannelCredentials] | None
+) -> tuple[Pool, Pool]:
     """Channels to both pools' remote targets: plaintext, or TLS (mTLS with a client cert)
     per pool_tls_*. The embedded query replica, if any, is added by `build_pools`."""
-    files = pool_tls_files(settings)
-    creds = files.credentials() if files else None
+    creds = pool_tls.initial if pool_tls else None
     extra = server_name_options(settings.pool_tls_server_name)
     return (
         Pool.connect("query", settings.remote_query, settings.max_message_bytes, creds, extra),
@@ -150,11 +145,13 @@ def connect_pools(settings: GatewaySettings) -> tuple[Pool, Pool]:
 
 
 async def build_pools(
-    settings: GatewaySettings, query_embedder: Embedder | None = None
+    settings: GatewaySettings,
+    query_embedder: Embedder | None = None,
+    pool_tls: WatchedFiles[grpc.ChannelCredentials] | None = None,
 ) -> tuple[Pool, Pool]:
     """Both pools; with `--query embedded` the query model is loaded into this process first
     (`query_embedder`: an already loaded one, as tests pass)."""
-    query, document = connect_pools(settings)
+    query, document = connect_pools(settings, pool_tls)
     if settings.embedded_query:
         from aegis_serve.gateway.embedded import start_embedded_query
 
@@ -171,9 +168,10 @@ async def start_gateway(
 ) -> GatewayRuntime:
     """Start the gateway on settings.port (0 = ephemeral) after a first probe of the pools."""
     interceptors = auth_interceptors(settings)
-    query, document = await build_pools(settings, query_embedder)
+    pool_tls = pool_tls_files(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
+    query, document = await build_pools(settings, query_embedder, pool_tls)
     gateway = Gateway(settings, query, document)
-    gateway.pool_tls = pool_tls_files(settings)
+    gateway.pool_tls = pool_tls
     servicer = EmbedServicer(gateway)
     handle = await start_server(
         settings,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import grpc
 
+from aegis_serve.common.watched_files import WatchedFiles
+
 
 def channel_credentials(
     ca: Path | None, cert: Path | None = None, key: Path | None = None
@@ -23,37 +25,21 @@ def channel_credentials(
         raise ValueError(f"cannot read pool TLS file: {exc}") from None
 
 
-class PoolTlsFiles:
-    """The pool TLS files (CA, and the gateway's client cert/key), watched: `changed()` gives
-    fresh credentials once any file was replaced (e.g. a renewed client certificate, or a CA
-    bundle extended before the encoders move to a new CA), so the gateway can reconnect to the
-    pools without a restart."""
+def pool_tls_files(
+    ca: Path | None, cert: Path | None, key: Path | None
+) -> WatchedFiles[grpc.ChannelCredentials] | None:
+    """The pool TLS files, watched (None for plaintext pools): a renewed client certificate,
+    or a CA bundle extended before the encoders move to a new CA, gives fresh credentials the
+    gateway reconnects to the pools with, without a restart."""
+    if ca is None:
+        return None
 
-    def __init__(self, ca: Path, cert: Path | None, key: Path | None) -> None:
-        self.ca, self.cert, self.key = ca, cert, key
-        self._seen = self._signature()
-
-    def _signature(self) -> tuple[tuple[int, int, int], ...]:
-        files = [f for f in (self.ca, self.cert, self.key) if f is not None]
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files))
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        creds = channel_credentials(self.ca, self.cert, self.key)
+    def load() -> grpc.ChannelCredentials:
+        creds = channel_credentials(ca, cert, key)
         assert creds is not None
         return creds
 
-    def changed(self) -> grpc.ChannelCredentials | None:
-        """New credentials if a file changed since the last call, else None (also while a
-        file is missing or half-written: the current channels stay)."""
-        try:
-            seen = self._signature()
-            if seen == self._seen:
-                return None
-            creds = self.credentials()
-        except (OSError, ValueError):
-            return None
-        self._seen = seen
-        return creds
+    return WatchedFiles([ca, cert, key], load, "pool TLS files")
 
 
 def server_name_options(server_name: str) -> list[tuple[str, str]]:
