@@ -134,21 +134,29 @@ async def _fault_under_load(
     ctx: Context,
     oracle: Oracle,
     input_type: str,
-    fault: Callable[[], None],
+    fault: Callable[[], Awaitable[None] | None],
     label: str,
+    *,
+    address: str = "",
+    **load: Any,
 ) -> tuple[Tally, float, int]:
-    """Closed-loop load; `fault()` after a third of it. Returns tally, peak RSS, sent at fault."""
+    """Closed-loop load (through `address`, default the fleet's gateway; `load`: more
+    closed_loop options); `fault()` after a third of it — a coroutine goes on beside the load
+    (a fault with a recovery). Returns tally, peak RSS, requests sent when the fault began."""
     n = len(oracle.requests)
     at_fault = {"sent": 0}
 
     async def inject(tally: Tally) -> None:
         await _when_sent(tally, n // 3)
         at_fault["sent"] = tally.sent
-        fault()
+        started = fault()
+        if started is not None:
+            await started
 
     with MemorySampler(ctx.fleet) as mem:
-        tally = await closed_loop(ctx.fleet.address, oracle, input_type, n, ctx.size.concurrency,
-                                  during=inject, label=label, progress=ctx.progress)  # fmt: skip
+        tally = await closed_loop(address or ctx.fleet.address, oracle, input_type, n,
+                                  ctx.size.concurrency, during=inject, label=label,
+                                  progress=ctx.progress, **load)  # fmt: skip
     return tally, mem.max_mb, at_fault["sent"]
 
 
@@ -381,11 +389,8 @@ async def gateway_restart(ctx: Context) -> Outcome:
     victim = fleet.gateway2
     assert victim is not None
     marks: dict[str, Any] = {}
-    n = len(oracle.requests)
 
-    async def fault(tally: Tally) -> None:
-        await _when_sent(tally, n // 3)
-        marks["sent_at_kill"] = tally.sent
+    async def fault() -> None:
         marks["killed"] = time.monotonic()
         victim.signal(signal.SIGKILL)
         marks["exit"] = await asyncio.to_thread(victim.wait, 10)
@@ -394,17 +399,15 @@ async def gateway_restart(ctx: Context) -> Outcome:
         marks["restarted_after_s"] = round(time.monotonic() - started, 2)
         marks["back"] = time.monotonic()
 
-    with MemorySampler(fleet) as mem:
-        tally = await closed_loop(
-            fleet.both_gateways, oracle, "document", n, s.concurrency, during=fault,
-            label="kill -9 gateway2", progress=ctx.progress, max_attempts=4,
-            options=[("grpc.lb_policy_name", "round_robin")],
-        )  # fmt: skip
+    tally, peak, at = await _fault_under_load(
+        ctx, oracle, "document", fault, "kill -9 gateway2", address=fleet.both_gateways,
+        max_attempts=4, options=[("grpc.lb_policy_name", "round_robin")],
+    )  # fmt: skip
     killed, back = marks.get("killed", 0.0), marks.get("back", 0.0)
     return Outcome(
         "gateway restart (kill -9, 2 gateways, client retries)",
         tally,
-        mem.max_mb,
+        peak,
         checks={
             "victim was killed": marks.get("exit") == -signal.SIGKILL,
             "victim restarted": victim.alive,
@@ -413,7 +416,7 @@ async def gateway_restart(ctx: Context) -> Outcome:
             "wrong_or_lost == 0": tally.wrong_or_lost == 0,
         },
         details={
-            "fault_after_requests": marks.get("sent_at_kill"),
+            "fault_after_requests": at,
             "restarted_after_s": marks.get("restarted_after_s"),
             "p99_while_down_s": round(tally.p99_s(killed, back), 3),
             "p99_overall_s": round(tally.p99_s(), 3),
@@ -647,11 +650,8 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
     target = victim.address
     address = ctx.fleet.address
     marks: dict[str, float | None] = {}
-    n = len(oracle.requests)
 
-    async def fault(tally: Tally) -> None:
-        await _when_sent(tally, n // 3)
-        marks["sent_at_stop"] = tally.sent
+    async def fault() -> None:
         marks["stopped"] = time.monotonic()
         victim.signal(signal.SIGSTOP)
         try:
@@ -665,9 +665,7 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
             marks["continued"] = time.monotonic()
         marks["back_after_s"] = await _until(lambda: _is(address, target, True), 60)
 
-    with MemorySampler(ctx.fleet) as mem:
-        tally = await closed_loop(address, oracle, input_type, n, s.concurrency, during=fault,
-                                  label=f"SIGSTOP {member}", progress=ctx.progress)  # fmt: skip
+    tally, peak, at = await _fault_under_load(ctx, oracle, input_type, fault, f"SIGSTOP {member}")
     stopped, continued = marks.get("stopped") or 0.0, marks.get("continued") or 0.0
     # Requests in flight at the stop or started during it.
     p99_fault = tally.p99_s(stopped - LOAD_DEADLINE_S, continued)
@@ -675,7 +673,7 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
     return Outcome(
         test,
         tally,
-        mem.max_mb,
+        peak,
         checks={
             "every request answered": tally.succeeded + tally.failed == tally.sent == s.requests,
             "failed == 0": tally.failed == 0,
@@ -687,7 +685,7 @@ async def _hung_replica(ctx: Context, member: str, input_type: str, test: str) -
             < continued - stopped,
         },
         details={
-            "fault_after_requests": marks.get("sent_at_stop"),
+            "fault_after_requests": at,
             "ejected_after_s": _round(marks.get("ejected_after_s")),
             "stopped_for_s": round(continued - stopped, 2),
             "back_after_sigcont_s": _round(marks.get("back_after_s")),
