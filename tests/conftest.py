@@ -133,6 +133,20 @@ def stack(loop_thread: LoopThread) -> Iterator[Stack]:
     s.close()
 
 
+@pytest.fixture(scope="session")
+def asymmetric_pools(loop_thread: LoopThread) -> Iterator[tuple[Stack, list[str], list[str]]]:
+    """The default query student and the teacher as in-process encoders (loaded once per
+    session): (stack, query targets, document targets) for tests that start gateways."""
+    from aegis_serve.models.embedder import Embedder
+    from aegis_serve.models.resolve import resolve_model
+
+    s = Stack(loop_thread)
+    query = s.encoder("query", Embedder(resolve_model("builtin:query")), "query")
+    document = s.encoder("document", Embedder(resolve_model("builtin:document")), "document")
+    yield s, [query], [document]
+    s.close()
+
+
 # ---------------------------------------------------------------- processes
 class ServiceProcess(Child):
     """`python -m aegis_serve.cli ARGS` as a child, started and READY (or ChildFailed)."""
