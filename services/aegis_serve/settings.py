@@ -111,6 +111,13 @@ class GatewaySettings(CommonSettings):
         description="document pool targets, comma-separated"
     )
     port: int = Field(50051, ge=0, le=65535, description="0 = pick a free port")
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve an OpenAI-compatible POST /v1/embeddings on this port (needs the "
+        "`http` extra; same auth, TLS and limits as gRPC; 0 = a free port); off when unset",
+    )
     max_inputs: int = Field(2048, ge=1, description="inputs per request")
     max_input_chars: int = Field(1_000_000, ge=1, description="characters per input")
     encoder_timeout_s: float = Field(120.0, gt=0, description="deadline when the caller sets none")

@@ -33,6 +33,7 @@ from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.providers import setup_telemetry
 
 if TYPE_CHECKING:
+    from aegis_serve.gateway.openai_http import HttpFace
     from aegis_serve.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class GatewayRuntime:
     def __init__(self, handle: ServerHandle, gateway: Gateway) -> None:
         self.handle = handle
         self.gateway = gateway
+        self.http: HttpFace | None = None  # the OpenAI-compatible face, when on
         self._loop_task: asyncio.Task[None] | None = None
         self._last_problem: str | None = None
         instruments = gateway_instruments()
@@ -93,6 +95,8 @@ class GatewayRuntime:
         self._loop_task = asyncio.get_running_loop().create_task(loop(), name="pool-health")
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.stop(self.gateway.settings.shutdown_grace_s)
         for unwatch in self._unwatch:
             unwatch()
         if self._loop_task is not None:
@@ -111,18 +115,25 @@ def _auth_summary(settings: GatewaySettings) -> str:
     return f"on{rate}"
 
 
-def auth_interceptors(settings: GatewaySettings) -> list[grpc.aio.ServerInterceptor]:
-    """The bearer-token interceptor when tokens are configured (else auth is off)."""
+def authenticator(settings: GatewaySettings) -> Authenticator | None:
+    """The bearer-token checker when tokens are configured (None: auth is off); one for both
+    faces, so a token has one rate-limit bucket."""
     principals = load_principals(settings.auth_tokens, settings.auth_tokens_file)
     if not principals:
-        return []
+        return None
     log.debug(
         "bearer-token auth on: %d tokens (%s)%s",
         len(principals),
         ", ".join(p.name for p in principals),
         f", {settings.auth_rate_per_s:g} req/s per token" if settings.auth_rate_per_s else "",
     )
-    auth = Authenticator(principals, settings.auth_rate_per_s, settings.auth_burst)
+    return Authenticator(principals, settings.auth_rate_per_s, settings.auth_burst)
+
+
+def auth_interceptors(auth: Authenticator | None) -> list[grpc.aio.ServerInterceptor]:
+    """The bearer-token interceptor when auth is on."""
+    if auth is None:
+        return []
     requests = gateway_instruments().requests
 
     def count_denied(method: str, code: grpc.StatusCode) -> None:
@@ -167,7 +178,8 @@ async def start_gateway(
     settings: GatewaySettings, query_embedder: Embedder | None = None
 ) -> GatewayRuntime:
     """Start the gateway on settings.port (0 = ephemeral) after a first probe of the pools."""
-    interceptors = auth_interceptors(settings)
+    auth = authenticator(settings)
+    interceptors = auth_interceptors(auth)
     pool_tls = pool_tls_files(settings.pool_tls_ca, settings.pool_tls_cert, settings.pool_tls_key)
     query, document = await build_pools(settings, query_embedder, pool_tls)
     gateway = Gateway(settings, query, document)
@@ -185,6 +197,16 @@ async def start_gateway(
     runtime = GatewayRuntime(handle, gateway)
     await runtime.refresh()
     runtime.start_health_loop()
+    if settings.http_port is not None:
+        try:
+            from aegis_serve.gateway.openai_http import start_http_face
+        except ImportError as exc:
+            await handle.server.stop(0)
+            await runtime.close()
+            raise ValueError(
+                f"--http-port needs the http extra (pip install 'aegis-serve[http]'): {exc}"
+            ) from None
+        runtime.http = await start_http_face(gateway, auth, settings.host, settings.http_port)
     return runtime
 
 
@@ -208,6 +230,10 @@ async def run_gateway(settings: GatewaySettings) -> None:
         time.monotonic() - PROCESS_START, state, pools, address,
         "tls" if runtime.handle.tls else "plaintext", _auth_summary(settings), telemetry.short,
     )  # fmt: skip
+    if runtime.http is not None:
+        scheme = "https" if runtime.http.tls else "http"
+        log.info("OpenAI-compatible embeddings at %s://%s:%d/v1/embeddings", scheme,
+                 settings.host, runtime.http.port)  # fmt: skip
     metrics = telemetry.metrics_address or "off"
     print(ready_line("gateway", address=address, serving=runtime.gateway.serving, metrics=metrics),
           flush=True)  # fmt: skip
