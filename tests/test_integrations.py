@@ -13,8 +13,8 @@ from aegis_client import EmbedClient, InvalidInputError
 pytest.importorskip("langchain_core")
 pytest.importorskip("llama_index.core")
 
-from aegis_client.integrations.langchain import AegisEmbeddings  # noqa: E402
-from aegis_client.integrations.llamaindex import AegisEmbedding  # noqa: E402
+from aegis_client.integrations.langchain import AegisEmbeddings
+from aegis_client.integrations.llamaindex import AegisEmbedding
 
 pytestmark = pytest.mark.teacher
 

@@ -115,9 +115,11 @@ def test_auth_and_rate_limits_are_the_grpc_faces(limited_faces):
     assert int(headers["retry-after-ms"]) > 0 and int(headers["retry-after"]) >= 1
     from aegis_client import RateLimitError
 
-    with EmbedClient(target, token="other", max_attempts=1) as grpc_client:
-        with pytest.raises(RateLimitError):
-            grpc_client.embed_queries("x")
+    with (
+        EmbedClient(target, token="other", max_attempts=1) as grpc_client,
+        pytest.raises(RateLimitError),
+    ):
+        grpc_client.embed_queries("x")
 
 
 def test_the_face_is_off_unless_asked(asymmetric_pools):

@@ -164,9 +164,7 @@ class OpenAIFace:
         if body.input_type is not None:
             asked = INPUT_TYPES.get(body.input_type)
             if asked is None:
-                raise invalid(
-                    f"input_type {body.input_type!r} is not one of {sorted(INPUT_TYPES)}"
-                )
+                raise invalid(f"input_type {body.input_type!r} is not one of {sorted(INPUT_TYPES)}")
         fixed = names[body.model]
         if fixed and asked and fixed != asked:
             raise invalid(f"model {body.model!r} embeds {fixed}s; input_type says {asked}")
@@ -206,7 +204,8 @@ class OpenAIFace:
                     encoding=embed_pb2.ENCODING_FLOAT32,
                 )
                 plan = validate_embed(grpc_request, self.gw.limits)
-                metadata = [("x-request-id", v)] if (v := request.headers.get("x-request-id")) else []
+                request_id = request.headers.get("x-request-id")
+                metadata = [("x-request-id", request_id)] if request_id else []
                 resp = await self.gw.embed(plan, metadata, self.gw.settings.encoder_timeout_s)
             except Exception as exc:
                 err = status_of(exc)

@@ -79,9 +79,7 @@ class AegisEmbedding(BaseEmbedding):
         return embed_sync(self._clients.sync, texts, "document", self._options)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await embed_async(
-            self._clients.for_running_loop(), texts, "document", self._options
-        )
+        return await embed_async(self._clients.for_running_loop(), texts, "document", self._options)
 
     def close(self) -> None:
         """Close the gRPC channels this adapter opened."""
