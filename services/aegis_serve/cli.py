@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import importlib.util
-import json
-import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from aegis_serve.cli_flags import Command, add_settings_flags, run_command
+from aegis_serve.cli_client import CLIENT_COMMANDS, add_client_commands
+from aegis_serve.cli_flags import add_settings_flags, run_command
 from aegis_serve.common.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -46,28 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="run the search demo once ready (aegis-lab demo)"
     )
 
-    emb = sub.add_parser("embed", help="embed texts through a gateway; prints JSON lines")
-    emb.add_argument("texts", nargs="+")
-    emb.add_argument("--target", default="127.0.0.1:50051")
-    emb.add_argument("--type", dest="input_type", choices=["query", "document"], required=True)
-    emb.add_argument("--dimensions", type=int, default=0)
-    emb.add_argument(
-        "--encoding",
-        default="float32",
-        choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
-    )
-    emb.add_argument("--layers", type=int, default=0)
-    emb.add_argument("--timeout", type=float, default=60.0)
-
-    info = sub.add_parser("info", help="print the gateway's GetInfo as JSON")
-    info.add_argument("--target", default="127.0.0.1:50051")
-    for client_cmd in (emb, info):
-        client_cmd.add_argument("--token", default=None, help="bearer token (env AEGIS_TOKEN)")
-        client_cmd.add_argument(
-            "--verbose",
-            action="store_true",
-            help="on failure, print the trailers and the traceback, not just the one-line error",
-        )
+    add_client_commands(sub)
     return parser
 
 
@@ -133,76 +109,11 @@ def _cmd_up(ns: argparse.Namespace) -> int:
     return run_stack(settings, on_ready=on_ready)
 
 
-def _client_errors(command: Command) -> Command:
-    """A client command whose failures print one line (`error: CODE: details`) and exit 1;
-    `--verbose` adds the server's trailers and the traceback."""
-
-    @functools.wraps(command)
-    def run(ns: argparse.Namespace) -> int:
-        from aegis_client import AegisError
-
-        try:
-            return command(ns)
-        except AegisError as exc:
-            print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
-            if exc.retry_after is not None:
-                print(f"retry after {exc.retry_after:g} s", file=sys.stderr)
-            if ns.verbose:
-                print(f"trailers: {list(exc.trailing_metadata)}", file=sys.stderr)
-                traceback.print_exception(exc, file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _token(ns: argparse.Namespace) -> str | None:
-    return ns.token or os.environ.get("AEGIS_TOKEN") or None
-
-
-@_client_errors
-def _cmd_embed(ns: argparse.Namespace) -> int:
-    from aegis_client import EmbedClient
-
-    with EmbedClient(ns.target, timeout=ns.timeout, token=_token(ns)) as client:
-        result = client.embed(
-            ns.texts,
-            ns.input_type,
-            dimensions=ns.dimensions,
-            encoding=ns.encoding,
-            layers=ns.layers,
-        )
-    for text, row in zip(ns.texts, result.embeddings, strict=True):
-        print(json.dumps({"text": text, "embedding": row.tolist()}))
-    meta = {
-        "model": result.model,
-        "encoder": result.encoder,
-        "fallback": result.fallback,
-        "dimensions": result.dimensions,
-        "encoding": result.encoding,
-        "input_tokens": result.input_tokens,
-        "timing_ms": {k.removesuffix("_ns"): v / 1e6 for k, v in result.timing.items()},
-    }
-    print(json.dumps(meta), file=sys.stderr)
-    return 0
-
-
-@_client_errors
-def _cmd_info(ns: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
-    from aegis_client import EmbedClient
-
-    with EmbedClient(ns.target, timeout=10, token=_token(ns)) as client:
-        print(json.dumps(MessageToDict(client.info()), indent=2))
-    return 0
-
-
 COMMANDS = {
     "encoder": _cmd_encoder,
     "gateway": _cmd_gateway,
     "up": _cmd_up,
-    "embed": _cmd_embed,
-    "info": _cmd_info,
+    **CLIENT_COMMANDS,
 }
 
 
