@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aegis_serve.cli_flags import run_command
 from aegis_serve.settings import BACKENDS
@@ -99,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--throughput-requests", type=int, default=400, help="per round and stack")
     tb.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     tb.add_argument("--out-dir", default="docs")
+
+    ib = bench_sub.add_parser(
+        "index", help="index storage settings (usearch): bytes/doc, queries/s, nDCG@10"
+    )
+    ib.add_argument("--split", default="test", choices=["dev", "test"])
+    ib.add_argument("--size", default="full", choices=["full", "tiny"])
+    ib.add_argument("--tasks", default="", help="comma-separated suite tasks (default: all)")
+    ib.add_argument("--target", default="", help="embed through this running gateway")
+    ib.add_argument("--query-model", default="builtin:query")
+    ib.add_argument("--document-model", default="builtin:document")
+    ib.add_argument("--threads", type=int, default=1, help="usearch search threads")
+    ib.add_argument("--out-dir", default="docs")
 
     tc = bench_sub.add_parser(
         "telemetry-cost", help="telemetry's instructions per Embed call, off vs on (callgrind)"
@@ -246,6 +259,17 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         from aegis_lab.bench.telemetry_cost import main_args as telemetry_cost_main
 
         return telemetry_cost_main(ns)
+    if ns.bench == "index":
+        from aegis_lab.bench.index_quality import IndexBenchConfig, run_index_bench
+
+        result = run_index_bench(IndexBenchConfig(
+            split=ns.split, size=ns.size, tasks=[t for t in ns.tasks.split(",") if t] or None,
+            target=ns.target, query_model=ns.query_model, document_model=ns.document_model,
+            threads=ns.threads, out_dir=Path(ns.out_dir),
+            command="aegis-lab " + " ".join(sys.argv[1:]),
+        ))  # fmt: skip
+        print(json.dumps(result["target"]))
+        return 0
     raise SystemExit(f"unknown bench {ns.bench}")
 
 

@@ -29,6 +29,13 @@ class StackSettings(CommonSettings):
 
     gateway_port: int = Field(50051, ge=0, le=65535, description="the public gateway's port")
     query_port: int = Field(50061, ge=0, le=65535, description="the query pool's port")
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="the gateway's OpenAI-compatible POST /v1/embeddings port (http extra); "
+        "off when unset",
+    )
     query_mode: Literal["remote", "embedded"] = Field(
         "remote",
         description="remote = a query pool process of its own; embedded = the query model runs "
@@ -139,11 +146,14 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
             if embedded
             else ["--query", pools[0].address]
         )  # fmt: skip
+        http = settings.http_port
+        http_args = ["--http-port", str(http)] if http is not None else []
         gateway = Child(
             "gateway",
             serve_argv(
                 "gateway", "--port", str(settings.gateway_port), *query_args,
                 "--document", document.address, *common_args("gateway", settings),
+                *http_args,
             ),
             env,
             echo=True,
@@ -163,7 +173,12 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         "\naegis-serve is up:\n"
         f"  gateway        {gateway.address}   (aegis.embed.v1.EmbedService, health, reflection)\n"
         f"{query_line}"
-        f"  document pool  {document.address}   {document_model} on {device}\n"
+        + (
+            f"  OpenAI face    http://{settings.host}:{settings.http_port}/v1/embeddings\n"
+            if settings.http_port
+            else ""
+        )
+        + f"  document pool  {document.address}   {document_model} on {device}\n"
         f"{_metrics_lines(children)}"
         f"try: aegis-serve embed --target {gateway.address} --type query 'what is a cat?'\n"
         "Ctrl-C stops everything.\n",

@@ -1,0 +1,256 @@
+"""`aegis-lab bench index`: what each way of storing document vectors costs and keeps.
+
+On every task of the evaluation suite (``evaluation/suite.py``; test split unless told), the
+default student's query vectors search the teacher's document vectors stored by
+``aegis_client.index`` (usearch) in each setting: float32 / int8 / binary at full and smaller
+Matryoshka dims, flat (exact) or HNSW, with or without rescoring the candidates by the float
+query against full-dim int8 vectors on disk. Per setting: in-memory bytes per document, the
+rescoring bytes on disk, queries/s of the search alone (one thread, all queries in one call,
+rescoring included) and nDCG@10, per task and macro-averaged, with each macro nDCG as a ratio of
+the float32 full-dim flat index's (the reference row).
+
+Vectors come from the models through the embedding cache (``--source cache``, the ONNX runtime
+the query pool serves with) or from a running gateway (``--target HOST:PORT``: the served
+path end to end). The rescore multiplier is fixed in advance (4, as in sentence-transformers'
+quantization guide), not tuned on these tasks. Results: ``docs/results/index_quality.json`` and
+``.png``, and the table in ``docs/rag.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from aegis_client.index import AsymmetricIndex, IndexSpec
+from aegis_lab.bench.report import machine_description, markdown_table, today, write_json
+from aegis_lab.evaluation.metrics import ndcg_at_k
+
+__all__ = ["DEFAULT_SETTINGS", "IndexBenchConfig", "run_index_bench"]
+
+REFERENCE = IndexSpec("float32", 0, rescore=False)
+TARGET = IndexSpec("binary", 256, rescore=True)
+DEFAULT_SETTINGS: tuple[IndexSpec, ...] = (
+    REFERENCE,
+    IndexSpec("float32", 256, rescore=False),
+    IndexSpec("int8", 0, rescore=False),
+    IndexSpec("int8", 256, rescore=False),
+    IndexSpec("int8", 256, rescore=True),
+    IndexSpec("binary", 0, rescore=False),
+    IndexSpec("binary", 0, rescore=True),
+    IndexSpec("binary", 256, rescore=False),
+    TARGET,
+    IndexSpec("binary", 128, rescore=True),
+    IndexSpec("float32", 0, rescore=False, kind="hnsw"),
+    IndexSpec("int8", 256, rescore=True, kind="hnsw"),
+    IndexSpec("binary", 256, rescore=True, kind="hnsw"),
+)
+TARGET_RATIO = 0.97
+TARGET_MEMORY_RATIO = 24.0
+
+
+@dataclass
+class IndexBenchConfig:
+    split: str = "test"
+    size: str = "full"
+    tasks: list[str] | None = None
+    settings: Sequence[IndexSpec] = DEFAULT_SETTINGS
+    query_model: str = "builtin:query"
+    document_model: str = "builtin:document"
+    target: str = ""  # a running gateway; empty = the models through the embedding cache
+    k: int = 10
+    rescore_multiplier: int = 4
+    threads: int = 1
+    out_dir: Path = Path("docs")
+    command: str = ""
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cached_vectors(cfg: IndexBenchConfig, tasks: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
+    from aegis_lab.embedding_cache import embed_cached
+    from aegis_lab.evaluation.suite_eval import _embedder, _fast_backend
+
+    backend = _fast_backend()
+    out: dict[str, list[Any]] = {t.name: [None, None] for t in tasks}
+    teacher = _embedder(cfg.document_model, backend, None)
+    for task in tasks:
+        out[task.name][1] = embed_cached(teacher, task.documents, "document", cfg.progress)
+    del teacher
+    student = _embedder(cfg.query_model, backend, None)
+    for task in tasks:
+        out[task.name][0] = embed_cached(student, task.queries, "query", cfg.progress)
+    return {name: (q, d) for name, (q, d) in out.items()}
+
+
+def _gateway_vectors(cfg: IndexBenchConfig, tasks: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
+    from aegis_client import EmbedClient
+    from aegis_client.index.gateway import embed_all
+
+    out = {}
+    with EmbedClient(cfg.target, timeout=600, max_attempts=1) as client:
+        for task in tasks:
+            docs, _ = embed_all(client, task.documents, "document", progress=cfg.progress)
+            queries, _ = embed_all(client, task.queries, "query", progress=cfg.progress)
+            out[task.name] = (queries, docs)
+    return out
+
+
+def _measure(
+    spec: IndexSpec, queries: np.ndarray, docs: np.ndarray, relevant: Any, cfg: IndexBenchConfig
+) -> dict[str, Any]:
+    index = AsymmetricIndex.from_vectors(docs, spec)
+    index.search(queries[:8], cfg.k, cfg.rescore_multiplier, threads=cfg.threads)  # warm
+    started = time.perf_counter()
+    found = index.search(queries, cfg.k, cfg.rescore_multiplier, threads=cfg.threads)
+    seconds = time.perf_counter() - started
+    return {
+        "dims": index.dims,
+        "bytes_per_doc": index.memory_bytes / index.count,
+        "rescore_bytes_per_doc": index.rescore_bytes / index.count,
+        "queries_per_s": len(queries) / seconds,
+        "ndcg_at_10": ndcg_at_k(found.keys, relevant, cfg.k),
+    }
+
+
+def _row(spec: IndexSpec, task: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": task,
+        "index": spec.kind,
+        "encoding": spec.storage,
+        "rescore": "int8" if spec.rescore else "none",
+        "label": spec.label(),
+        **values,
+    }
+
+
+def macro(rows: list[dict[str, Any]], settings: Sequence[IndexSpec]) -> list[dict[str, Any]]:
+    """Per setting: means over tasks, and the ratios to the reference row."""
+    out = []
+    for spec in settings:
+        mine = [r for r in rows if r["label"] == spec.label()]
+        keys = ("bytes_per_doc", "rescore_bytes_per_doc", "queries_per_s", "ndcg_at_10")
+        values = {k: float(np.mean([r[k] for r in mine])) for k in keys}
+        out.append(_row(spec, "macro", {"dims": mine[0]["dims"], **values}))
+    ref = next(r for r in out if r["label"] == REFERENCE.label())
+    for r in out:
+        r["ndcg_ratio"] = r["ndcg_at_10"] / ref["ndcg_at_10"]
+        r["memory_ratio"] = ref["bytes_per_doc"] / r["bytes_per_doc"]
+        r["speed_ratio"] = r["queries_per_s"] / ref["queries_per_s"]
+    return out
+
+
+def run_index_bench(cfg: IndexBenchConfig) -> dict[str, Any]:
+    from aegis_lab.evaluation.suite import load_suite
+
+    if REFERENCE not in cfg.settings:
+        cfg.settings = [REFERENCE, *cfg.settings]
+    tasks = load_suite(cfg.split, cfg.size, cfg.tasks)
+    vectors = _gateway_vectors(cfg, tasks) if cfg.target else _cached_vectors(cfg, tasks)
+    rows: list[dict[str, Any]] = []
+    todo = [(t, s) for t in tasks for s in cfg.settings]
+    for task, spec in tqdm(todo, desc="index settings", disable=not cfg.progress):
+        queries, docs = vectors[task.name]
+        rows.append(_row(spec, task.name, _measure(spec, queries, docs, task.relevant, cfg)))
+    macro_rows = macro(rows, cfg.settings)
+    target = next((r for r in macro_rows if r["label"] == TARGET.label()), None)
+    result = {
+        "command": cfg.command,
+        "machine": machine_description(),
+        "date": today(),
+        "split": cfg.split,
+        "size": cfg.size,
+        "source": f"gateway {cfg.target}" if cfg.target else "models via the embedding cache",
+        "query_model": cfg.query_model,
+        "document_model": cfg.document_model,
+        "k": cfg.k,
+        "rescore_multiplier": cfg.rescore_multiplier,
+        "threads": cfg.threads,
+        "tasks": [
+            {"name": t.name, "queries": len(t.queries), "documents": len(t.documents)}
+            for t in tasks
+        ],
+        "target": None
+        if target is None
+        else {
+            "setting": TARGET.label(),
+            "ndcg_ratio": target["ndcg_ratio"],
+            "memory_ratio": target["memory_ratio"],
+            "met": bool(
+                target["ndcg_ratio"] >= TARGET_RATIO
+                and target["memory_ratio"] >= TARGET_MEMORY_RATIO
+            ),
+        },
+        "rows": macro_rows + rows,
+    }
+    write_index_report(result, cfg.out_dir)
+    return result
+
+
+# ------------------------------------------------------------------------------- report
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {"float32": "tab:blue", "int8": "tab:orange", "binary": "tab:green"}
+    for r in rows:
+        marker = "s" if r["index"] == "hnsw" else ("D" if r["rescore"] != "none" else "o")
+        ax.scatter(r["bytes_per_doc"], r["ndcg_ratio"], c=colours[r["encoding"]], marker=marker)
+        label = r["label"].replace(" + int8 rescore", "+rs")
+        where = (r["bytes_per_doc"], r["ndcg_ratio"])
+        ax.annotate(label, where, fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.axhline(TARGET_RATIO, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("in-memory bytes per document (log)")
+    ax.set_ylabel("macro nDCG@10 / float32 full-dim flat")
+    ax.set_title("Index storage vs retrieval quality (diamonds: int8 rescoring; squares: HNSW)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_index_report(result: dict[str, Any], out_dir: Path) -> None:
+    """docs/results/index_quality.{json,png} and the table section of docs/rag.md."""
+    from aegis_lab.bench.report import write_section
+
+    results = out_dir / "results"
+    write_json(results / "index_quality.json", result)
+    macro_rows = [r for r in result["rows"] if r["task"] == "macro"]
+    _plot(macro_rows, results / "index_quality.png")
+    table = markdown_table(
+        macro_rows,
+        [("label", "index"), ("bytes_per_doc", "bytes/doc in memory"),
+         ("memory_ratio", "× smaller"), ("rescore_bytes_per_doc", "bytes/doc on disk"),
+         ("queries_per_s", "queries/s"), ("ndcg_at_10", "nDCG@10"),
+         ("ndcg_ratio", "vs float32 flat")],
+    )  # fmt: skip
+    tasks = ", ".join(
+        f"{t['name']} ({t['queries']} q / {t['documents']} d)" for t in result["tasks"]
+    )
+    target = result["target"]
+    verdict = (
+        ""
+        if target is None
+        else f"\n\nTarget ({target['setting']}: ≥ {TARGET_RATIO:.0%} of the reference's nDCG@10 "
+        f"with an in-memory index ≥ {TARGET_MEMORY_RATIO:g}× smaller): "
+        f"{target['ndcg_ratio']:.1%} at {target['memory_ratio']:.0f}× — "
+        f"{'met' if target['met'] else 'missed'}."
+    )
+    body = (
+        f"Measured {result['date']} on {result['machine']} with `{result['command']}`; vectors "
+        f"from {result['source']} (query model {result['query_model']}, documents "
+        f"{result['document_model']}); {result['split']} split: {tasks}. Search: usearch, "
+        f"{result['threads']} thread, k={result['k']}, rescoring {result['rescore_multiplier']}× "
+        f"k candidates. Macro averages over the tasks; per-task rows in "
+        f"`docs/results/index_quality.json`.\n\n{table}{verdict}\n\n"
+        "![index storage vs quality](results/index_quality.png)\n"
+    )
+    write_section(out_dir / "rag.md", "index_quality", body)
