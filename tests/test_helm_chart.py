@@ -359,6 +359,22 @@ def test_hpa_targets_the_query_deployment(r: Rendered) -> None:
         assert name in {d["metadata"]["name"] for d in r.kind("Deployment")}
 
 
+def test_the_openai_face_is_a_named_port_when_enabled() -> None:
+    gpu, default = scenario("gpu-production"), scenario("default")
+    ports = {p["name"]: p["containerPort"] for p in gpu.container("gateway")["ports"]}
+    assert ports["http"] == 8080 and gpu.env("gateway")["AEGIS_HTTP_PORT"] == "8080"
+    service = next(s for s in gpu.kind("Service") if s["spec"].get("clusterIP") != "None"
+                   and s["metadata"]["name"].endswith("gateway"))  # fmt: skip
+    http = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    assert (http["port"], http["targetPort"], http["appProtocol"]) == (8080, "http", "http")
+    (policy,) = [n for n in gpu.kind("NetworkPolicy") if n["metadata"]["name"].endswith("gateway")]
+    assert {"port": "http", "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    for c in ("query", "document"):
+        assert "http" not in {p["name"] for p in gpu.container(c)["ports"]}
+    assert "http" not in {p["name"] for p in default.container("gateway")["ports"]}
+    assert "AEGIS_HTTP_PORT" not in default.env("gateway")
+
+
 def test_keda_scales_the_gpu_pool_on_its_queue_depth() -> None:
     gpu = scenario("gpu-production")
     (so,) = gpu.kind("ScaledObject")

@@ -145,6 +145,11 @@ spec:
             - name: grpc
               containerPort: {{ $vals.port }}
               protocol: TCP
+            {{- if $isGateway }}{{- if $vals.http.enabled }}
+            - name: http
+              containerPort: {{ $vals.http.port }}
+              protocol: TCP
+            {{- end }}{{- end }}
             {{- if $root.Values.metrics.enabled }}
             - name: metrics
               containerPort: {{ $root.Values.metrics.port }}
