@@ -77,7 +77,7 @@ def test_rows_ratios_and_report_files(fake_suite, tmp_path):
 
 @pytest.mark.teacher
 def test_vectors_through_a_live_gateway(asymmetric_pools, monkeypatch, tmp_path):
-    from test_index import DOCS, QUERIES
+    from pairs import DOCS, QUERIES
 
     stack, query, document = asymmetric_pools
     runtime = stack.gateway(query, document)

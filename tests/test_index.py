@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("usearch")
 
+from pairs import DOCS, QUERIES
+
 from aegis_client import EmbedClient
 from aegis_client.index import AsymmetricIndex, IndexSpec, build_index, search_texts
 from aegis_client.index.codecs import Int8Codec, pack_binary, shape_dims
@@ -113,23 +115,6 @@ def test_int8_codec_round_trips_within_one_step():
 
 
 # ----------------------------------------------------------------- through a live gateway
-DOCS = [
-    "Photosynthesis lets green plants convert light, water and carbon dioxide into sugar.",
-    "Jupiter is a gas giant and by far the biggest planet orbiting the Sun.",
-    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars.",
-    "TCP detects missing segments with acknowledgements and retransmits them.",
-    "Leonardo da Vinci painted the Mona Lisa in the early sixteenth century.",
-    "Tides are caused mainly by the Moon's gravitational pull on the oceans.",
-    "The knight moves two squares in one direction and then one square sideways.",
-    "Giant pandas feed almost entirely on bamboo shoots and leaves.",
-    "Tokyo is the capital of Japan and its most populous metropolis.",
-]
-QUERIES = [
-    "how do plants turn sunlight into food", "largest planet in our solar system",
-    "iron tower in paris", "how does tcp recover lost packets", "who painted the mona lisa",
-    "what causes ocean tides", "chess piece that moves in an L shape", "what do pandas eat",
-    "capital city of japan",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from pairs import DOCS, QUERIES
+from pairs import NINE as PAIRS
 
 from aegis_client import EmbedClient, InvalidInputError
 
@@ -17,27 +19,6 @@ from aegis_client.integrations.langchain import AegisEmbeddings
 from aegis_client.integrations.llamaindex import AegisEmbedding
 
 pytestmark = pytest.mark.teacher
-
-PAIRS = [
-    ("how do plants turn sunlight into food",
-     "Photosynthesis lets green plants convert light, water and carbon dioxide into sugar."),
-    ("largest planet in our solar system",
-     "Jupiter is a gas giant and by far the biggest planet orbiting the Sun."),
-    ("iron tower in paris",
-     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars."),
-    ("how does tcp recover lost packets",
-     "TCP detects missing segments with acknowledgements and retransmits them."),
-    ("who painted the mona lisa",
-     "Leonardo da Vinci painted the Mona Lisa in the early sixteenth century."),
-    ("what causes ocean tides",
-     "Tides are caused mainly by the Moon's gravitational pull on the oceans."),
-    ("chess piece that moves in an L shape",
-     "The knight moves two squares in one direction and then one square sideways."),
-    ("what do pandas eat", "Giant pandas feed almost entirely on bamboo shoots and leaves."),
-    ("capital city of japan", "Tokyo is the capital of Japan and its most populous metropolis."),
-]  # fmt: skip
-QUERIES = [q for q, _ in PAIRS]
-DOCS = [d for _, d in PAIRS]
 
 
 @pytest.fixture(scope="module")
