@@ -327,3 +327,29 @@ def test_gateway_follows_pool_tls_files_without_a_restart(stack, student, tmp_pa
 
         assert wait_until(pool_up, timeout=30)
         np.testing.assert_allclose(client.embed(TEXTS, "document").embeddings, want, atol=1e-6)
+
+
+def test_the_openai_face_requires_the_same_client_certificate(stack, student, ca):
+    """With mTLS on gRPC, the HTTP face (same certificate files) refuses callers without one."""
+    import ssl
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    server = ca.issue("gateway", server=True)
+    caller = ca.issue("caller", server=False)
+    d = stack.encoder("d", student, "document")
+    gw = stack.gateway([d], [d], tls_cert=server.cert, tls_key=server.key, tls_ca=ca.ca_path,
+                       http_port=0)  # fmt: skip
+    url = f"https://127.0.0.1:{gw.http.port}/v1/embeddings"
+    body = {"model": "aegis-document", "input": TEXTS}
+    trusted = ssl.create_default_context(cafile=str(ca.ca_path))
+    trusted.load_cert_chain(str(caller.cert), str(caller.key))
+    with httpx.Client(verify=trusted, timeout=10) as client:
+        got = client.post(url, json=body).json()
+    np.testing.assert_allclose([row["embedding"] for row in got["data"]], student.embed(TEXTS),
+                               atol=1e-5)  # fmt: skip
+    anonymous = ssl.create_default_context(cafile=str(ca.ca_path))
+    with httpx.Client(verify=anonymous, timeout=10) as client, pytest.raises(httpx.HTTPError):
+        client.post(url, json=body)
+    with httpx.Client(timeout=10) as client, pytest.raises(httpx.HTTPError):  # plaintext
+        client.post(url.replace("https", "http"), json=body)

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -274,7 +275,9 @@ async def start_http_face(
     gateway: Gateway, auth: Authenticator | None, host: str, port: int
 ) -> HttpFace:
     """Serve the OpenAI-compatible face on host:port (0 = a free port) in this event loop;
-    TLS with the gateway's own certificate when it has one."""
+    TLS (and mTLS) with the gateway's own certificate files when it has them. Unlike the gRPC
+    server, uvicorn reads them once: a renewed certificate reaches this face at the next
+    restart (a rolling restart after cert-manager renews)."""
     import uvicorn
 
     settings = gateway.settings
@@ -291,6 +294,9 @@ async def start_http_face(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
         ssl_certfile=str(settings.tls_cert) if tls else None,
         ssl_keyfile=str(settings.tls_key) if tls else None,
+        # mTLS on gRPC means mTLS here too: no way around the client-certificate check.
+        ssl_ca_certs=str(settings.tls_ca) if tls and settings.tls_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and settings.tls_ca else ssl.CERT_NONE,
     )
     server = _quiet_server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
