@@ -81,6 +81,12 @@ def test_rescoring_restores_the_exact_float_ranking(synthetic):
     before = overlap(plain.search(queries, 10).keys)
     after = overlap(rescored.search(queries, 10, rescore_multiplier=10).keys)
     assert after > before + 0.2 and after >= 0.9
+    # The spec's multiplier is the default; more candidates never rank worse here.
+    wide = AsymmetricIndex.from_vectors(docs, IndexSpec("binary", 128, rescore_multiplier=10))
+    np.testing.assert_array_equal(
+        wide.search(queries, 10).keys, rescored.search(queries, 10, 10).keys
+    )
+    assert overlap(rescored.search(queries, 10).keys) <= after
     # Rescored scores are the dot products with the int8 vectors: within a step of exact.
     top = rescored.search(queries[:5], 1)
     np.testing.assert_allclose(
@@ -104,6 +110,10 @@ def test_add_k_beyond_count_and_bad_shapes(synthetic):
         IndexSpec("binary", 100)
     with pytest.raises(ValueError, match="storage"):
         IndexSpec("ubinary", 256)
+    with pytest.raises(ValueError, match="rescore_multiplier"):
+        IndexSpec("binary", 256, rescore_multiplier=0)
+    with pytest.raises(ValueError, match="rescore_multiplier"):
+        index.search(queries[:1], rescore_multiplier=0)
 
 
 def test_int8_codec_round_trips_within_one_step():
@@ -170,7 +180,7 @@ def test_index_and_search_commands(gateway, tmp_path, capsys):
     assert summary["documents"] == len(DOCS) and summary["memory_bytes_per_doc"] == 32.0
     assert (
         summary["rescore_bytes_per_doc"] == 768.0
-        and summary["spec"] == "flat binary@256 + int8 rescore"
+        and summary["spec"] == "flat binary@256 + int8 rescore of 4k"
     )
     assert (
         cli_main(["search", str(out), QUERIES[2], QUERIES[7], "-k", "2", "--target", gateway]) == 0

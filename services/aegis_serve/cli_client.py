@@ -59,6 +59,12 @@ def add_client_commands(sub: Any) -> None:
         default="flat",
         help="flat: exact search; hnsw: usearch's graph (approximate, faster at scale)",
     )
+    idx.add_argument(
+        "--rescore-multiplier",
+        type=int,
+        default=4,
+        help="the index's default candidates per result for rescoring (search may override)",
+    )
     idx.add_argument("--batch-size", type=int, default=64, help="documents per request")
     idx.add_argument("--timeout", type=float, default=300.0)
 
@@ -66,8 +72,12 @@ def add_client_commands(sub: Any) -> None:
     srch.add_argument("index", type=Path)
     srch.add_argument("queries", nargs="+")
     srch.add_argument("-k", type=int, default=10)
-    srch.add_argument("--rescore-multiplier", type=int, default=4,
-                      help="candidates per result for rescoring")  # fmt: skip
+    srch.add_argument(
+        "--rescore-multiplier",
+        type=int,
+        default=None,
+        help="candidates per result for rescoring (default: the index's)",
+    )
     srch.add_argument("--timeout", type=float, default=60.0)
 
     for cmd in (emb, info, idx, srch):
@@ -189,7 +199,8 @@ def _cmd_index(ns: argparse.Namespace) -> int:
 
     tools = _index_tools()
     ids, texts = read_documents(ns.documents)
-    spec = tools.IndexSpec(storage=ns.storage, dims=ns.dims, rescore=ns.rescore, kind=ns.kind)
+    spec = tools.IndexSpec(storage=ns.storage, dims=ns.dims, rescore=ns.rescore, kind=ns.kind,
+                           rescore_multiplier=ns.rescore_multiplier)  # fmt: skip
     with EmbedClient(ns.target, timeout=ns.timeout, token=_token(ns)) as client:
         index = tools.build_index(client, texts, spec, batch_size=ns.batch_size, progress=True)
     out = index.save(ns.out)

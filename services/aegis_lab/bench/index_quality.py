@@ -9,11 +9,11 @@ rescoring bytes on disk, queries/s of the search alone (one thread, all queries 
 rescoring included) and nDCG@10, per task and macro-averaged, with each macro nDCG as a ratio of
 the float32 full-dim flat index's (the reference row).
 
-Vectors come from the models through the embedding cache (``--source cache``, the ONNX runtime
-the query pool serves with) or from a running gateway (``--target HOST:PORT``: the served
-path end to end). The rescore multiplier is fixed in advance (4, as in sentence-transformers'
-quantization guide), not tuned on these tasks. Results: ``docs/results/index_quality.json`` and
-``.png``, and the table in ``docs/rag.md``.
+Vectors come from the models through the embedding cache (the ONNX runtime the query pool
+serves with) or from a running gateway (``--target HOST:PORT``: the served path end to end).
+Rescoring looks at 4 × k candidates (sentence-transformers' quantization guide) or, for the
+target row, 25 × k: chosen on the suite's dev split, never on the test split reported here.
+Results: ``docs/results/index_quality.json`` and ``.png``, and the table in ``docs/rag.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ from aegis_lab.evaluation.metrics import ndcg_at_k
 __all__ = ["DEFAULT_SETTINGS", "IndexBenchConfig", "run_index_bench"]
 
 REFERENCE = IndexSpec("float32", 0, rescore=False)
-TARGET = IndexSpec("binary", 256, rescore=True)
+# Rescoring 25k candidates: the fewest of 4 / 10 / 25 / 50 (× k) that keeps >= 97 % of the
+# reference's nDCG@10 on the suite's *dev* split (83 / 92 / 97.1 / 99.2 % on 2026-12-02). The
+# built-in teacher (all-mpnet-base-v2) was not trained for Matryoshka truncation: its first 256
+# dims alone keep ~81 %, so 256 bits rank the right documents only within a wide candidate set.
+TARGET = IndexSpec("binary", 256, rescore=True, rescore_multiplier=25)
 DEFAULT_SETTINGS: tuple[IndexSpec, ...] = (
     REFERENCE,
     IndexSpec("float32", 256, rescore=False),
@@ -43,12 +47,15 @@ DEFAULT_SETTINGS: tuple[IndexSpec, ...] = (
     IndexSpec("int8", 256, rescore=True),
     IndexSpec("binary", 0, rescore=False),
     IndexSpec("binary", 0, rescore=True),
+    IndexSpec("binary", 0, rescore=True, rescore_multiplier=10),
+    IndexSpec("binary", 512, rescore=True, rescore_multiplier=10),
     IndexSpec("binary", 256, rescore=False),
+    IndexSpec("binary", 256, rescore=True),
     TARGET,
-    IndexSpec("binary", 128, rescore=True),
+    IndexSpec("binary", 128, rescore=True, rescore_multiplier=25),
     IndexSpec("float32", 0, rescore=False, kind="hnsw"),
     IndexSpec("int8", 256, rescore=True, kind="hnsw"),
-    IndexSpec("binary", 256, rescore=True, kind="hnsw"),
+    IndexSpec("binary", 256, rescore=True, kind="hnsw", rescore_multiplier=25),
 )
 TARGET_RATIO = 0.97
 TARGET_MEMORY_RATIO = 24.0
@@ -64,7 +71,6 @@ class IndexBenchConfig:
     document_model: str = "builtin:document"
     target: str = ""  # a running gateway; empty = the models through the embedding cache
     k: int = 10
-    rescore_multiplier: int = 4
     threads: int = 1
     out_dir: Path = Path("docs")
     command: str = ""
@@ -105,9 +111,9 @@ def _measure(
     spec: IndexSpec, queries: np.ndarray, docs: np.ndarray, relevant: Any, cfg: IndexBenchConfig
 ) -> dict[str, Any]:
     index = AsymmetricIndex.from_vectors(docs, spec)
-    index.search(queries[:8], cfg.k, cfg.rescore_multiplier, threads=cfg.threads)  # warm
+    index.search(queries[:8], cfg.k, threads=cfg.threads)  # warm
     started = time.perf_counter()
-    found = index.search(queries, cfg.k, cfg.rescore_multiplier, threads=cfg.threads)
+    found = index.search(queries, cfg.k, threads=cfg.threads)
     seconds = time.perf_counter() - started
     return {
         "dims": index.dims,
@@ -124,6 +130,7 @@ def _row(spec: IndexSpec, task: str, values: dict[str, Any]) -> dict[str, Any]:
         "index": spec.kind,
         "encoding": spec.storage,
         "rescore": "int8" if spec.rescore else "none",
+        "rescore_multiplier": spec.rescore_multiplier if spec.rescore else 0,
         "label": spec.label(),
         **values,
     }
@@ -169,7 +176,6 @@ def run_index_bench(cfg: IndexBenchConfig) -> dict[str, Any]:
         "query_model": cfg.query_model,
         "document_model": cfg.document_model,
         "k": cfg.k,
-        "rescore_multiplier": cfg.rescore_multiplier,
         "threads": cfg.threads,
         "tasks": [
             {"name": t.name, "queries": len(t.queries), "documents": len(t.documents)}
@@ -204,7 +210,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         marker = "s" if r["index"] == "hnsw" else ("D" if r["rescore"] != "none" else "o")
         ax.scatter(r["bytes_per_doc"], r["ndcg_ratio"], c=colours[r["encoding"]], marker=marker)
-        label = r["label"].replace(" + int8 rescore", "+rs")
+        label = r["label"].replace(" + int8 rescore of ", " +rs ")
         where = (r["bytes_per_doc"], r["ndcg_ratio"])
         ax.annotate(label, where, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.axhline(TARGET_RATIO, color="grey", linestyle=":", linewidth=1)
@@ -248,8 +254,9 @@ def write_index_report(result: dict[str, Any], out_dir: Path) -> None:
         f"Measured {result['date']} on {result['machine']} with `{result['command']}`; vectors "
         f"from {result['source']} (query model {result['query_model']}, documents "
         f"{result['document_model']}); {result['split']} split: {tasks}. Search: usearch, "
-        f"{result['threads']} thread, k={result['k']}, rescoring {result['rescore_multiplier']}× "
-        f"k candidates. Macro averages over the tasks; per-task rows in "
+        f'{result["threads"]} thread, k={result["k"]}; "rescore of 25k" re-ranks 25 × k '
+        "candidates by the float query against full-dim int8 vectors on disk. Macro averages "
+        "over the tasks; per-task rows in "
         f"`docs/results/index_quality.json`.\n\n{table}{verdict}\n\n"
         "![index storage vs quality](results/index_quality.png)\n"
     )

@@ -10,7 +10,6 @@ import numpy as np
 
 from aegis_client.client import EmbedClient
 from aegis_client.index.store import (
-    DEFAULT_RESCORE_MULTIPLIER,
     AsymmetricIndex,
     IndexSpec,
     SearchResult,
@@ -86,7 +85,7 @@ def search_texts(
     queries: Sequence[str],
     k: int = 10,
     *,
-    rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
+    rescore_multiplier: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> SearchResult:
     """Embed ``queries`` with the query pool and search ``index``; refuses queries from

@@ -41,7 +41,7 @@ DEFAULT_RESCORE_MULTIPLIER = 4
 FORMAT = 1
 _METRICS = {"float32": MetricKind.IP, "int8": MetricKind.Cos, "binary": MetricKind.Hamming}
 _USEARCH_DTYPES = {"float32": "f32", "int8": "i8", "binary": "b1"}
-_RESCORE_CHUNK = 256  # queries per rescoring step (bounds the gathered candidate rows)
+_RESCORE_FLOATS = 4_000_000  # candidate values decoded at once (16 MB): bounds the memory
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class IndexSpec:
     dims: int = 0
     rescore: bool = True
     kind: str = "flat"
+    # Candidates per result for rescoring (search may override). 4 suits a Matryoshka-trained
+    # model; a model whose first dims carry less needs more (docs/rag.md).
+    rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER
     connectivity: int = 16
     expansion_add: int = 128
     expansion_search: int = 64
@@ -62,14 +65,16 @@ class IndexSpec:
             raise ValueError(f"storage {self.storage!r} is not one of {list(STORAGES)}")
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not one of {list(KINDS)}")
+        if self.rescore_multiplier < 1:
+            raise ValueError(f"rescore_multiplier must be >= 1, got {self.rescore_multiplier}")
         if self.dims < 0 or (self.storage == "binary" and self.dims % 8):
             raise ValueError(
                 f"dims must be >= 0 (0 = full), a multiple of 8 for binary: {self.dims}"
             )
 
     def label(self) -> str:
-        """E.g. ``flat binary@256 + int8 rescore``."""
-        rescore = " + int8 rescore" if self.rescore else ""
+        """E.g. ``flat binary@256 + int8 rescore of 4k``."""
+        rescore = f" + int8 rescore of {self.rescore_multiplier}k" if self.rescore else ""
         return f"{self.kind} {self.storage}@{self.dims or 'full'}{rescore}"
 
 
@@ -169,23 +174,27 @@ class AsymmetricIndex:
         self,
         queries: np.ndarray,
         k: int = 10,
-        rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
+        rescore_multiplier: int | None = None,
         threads: int = 0,
     ) -> SearchResult:
-        """The ``k`` best documents for each full-dim float32 query vector."""
+        """The ``k`` best documents for each full-dim float32 query vector; rescoring looks at
+        ``k * rescore_multiplier`` candidates (default: the spec's)."""
+        multiplier = (
+            self.spec.rescore_multiplier if rescore_multiplier is None else rescore_multiplier
+        )
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.full_dims:
             raise ValueError(f"queries must be (n, {self.full_dims}) float vectors, got {q.shape}")
-        if k < 1 or rescore_multiplier < 1:
+        if k < 1 or multiplier < 1:
             raise ValueError("k and rescore_multiplier must be >= 1")
         k = min(k, self.count)
         if not k:
             empty = np.zeros((len(q), 0))
             return SearchResult(empty.astype(np.int64), empty.astype(np.float32))
         rescoring = self.rescore_codec is not None
-        count = min(self.count, k * rescore_multiplier) if rescoring else k
+        count = min(self.count, k * multiplier) if rescoring else k
         keys, scores = self._first_stage(q, count, threads)
         if rescoring:
             keys, scores = self._rescored(q, keys, k)
@@ -215,8 +224,9 @@ class AsymmetricIndex:
         full = shape_dims(q, self.full_dims)
         out_keys = np.empty((len(q), k), dtype=np.int64)
         out_scores = np.empty((len(q), k), dtype=np.float32)
-        for start in range(0, len(q), _RESCORE_CHUNK):
-            block = keys[start : start + _RESCORE_CHUNK]
+        chunk = max(1, _RESCORE_FLOATS // (keys.shape[1] * self.full_dims))
+        for start in range(0, len(q), chunk):
+            block = keys[start : start + chunk]
             safe = np.where(block < 0, 0, block)
             rows = self.rescore_codec.decode(self._rescore[safe.ravel()])
             rows = rows.reshape(*safe.shape, self.full_dims)
