@@ -15,7 +15,7 @@ from pairs import DOCS, QUERIES
 
 from aegis_client import EmbedClient
 from aegis_client.index import AsymmetricIndex, IndexSpec, build_index, search_texts
-from aegis_client.index.codecs import Int8Codec, pack_binary, shape_dims
+from aegis_client.index.codecs import Int8Codec, fit_rotation, pack_binary, shape_dims
 from aegis_serve.cli import main as cli_main
 
 SPECS = [
@@ -56,6 +56,7 @@ def test_every_setting_finds_the_target_and_survives_save_and_load(synthetic, sp
     assert found.keys.shape == found.scores.shape == (100, 10)
     assert (found.keys[:, 0] == targets).mean() >= 0.97
     assert np.all(np.diff(found.scores, axis=1) <= 1e-6)  # best first
+    assert (index.rotation is not None) == spec.rotates(768)
     loaded = AsymmetricIndex.load(index.save(tmp_path / "ix"))
     again = loaded.search(queries, k=10)
     np.testing.assert_array_equal(again.keys, found.keys)
@@ -114,6 +115,30 @@ def test_add_k_beyond_count_and_bad_shapes(synthetic):
         IndexSpec("binary", 256, rescore_multiplier=0)
     with pytest.raises(ValueError, match="rescore_multiplier"):
         index.search(queries[:1], rescore_multiplier=0)
+
+
+def test_a_fitted_rotation_keeps_what_the_first_dims_lose():
+    """Documents whose signal sits in their *last* dims (a model not trained for truncation):
+    the first 128 dims miss it, the fitted projection finds it."""
+    rng = np.random.default_rng(5)
+    signal = rng.standard_normal((1500, 64)) * 3
+    docs = _unit(np.concatenate([rng.standard_normal((1500, 704)) * 0.3, signal], axis=1))
+    # A query shares its document's signal dims only: the first dims tell nothing.
+    noise = rng.standard_normal((80, 704)) * 0.3
+    queries = _unit(np.concatenate([noise, signal[:80] + 0.1 * rng.standard_normal((80, 64))], 1))
+    rotation = fit_rotation(docs, 128)
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(128), atol=1e-4)
+
+    def top1(spec: IndexSpec) -> float:
+        index = AsymmetricIndex.from_vectors(docs, spec)
+        return float((index.search(queries, 1).keys[:, 0] == np.arange(80)).mean())
+
+    rotated = top1(IndexSpec("binary", 128, rescore=False))
+    prefix = top1(IndexSpec("binary", 128, rescore=False, rotate=False))
+    assert rotated >= 0.8 and prefix < 0.2
+    assert IndexSpec("float32", 0).rotates(768) is False
+    assert IndexSpec("binary", 0).rotates(768) and IndexSpec("int8", 256).rotates(768)
+    assert not IndexSpec("binary", 256, rotate=False).rotates(768)
 
 
 def test_int8_codec_round_trips_within_one_step():
@@ -180,7 +205,7 @@ def test_index_and_search_commands(gateway, tmp_path, capsys):
     assert summary["documents"] == len(DOCS) and summary["memory_bytes_per_doc"] == 32.0
     assert (
         summary["rescore_bytes_per_doc"] == 768.0
-        and summary["spec"] == "flat binary@256 + int8 rescore of 4k"
+        and summary["spec"] == "flat binary@256 rotated + int8 rescore of 4k"
     )
     assert (
         cli_main(["search", str(out), QUERIES[2], QUERIES[7], "-k", "2", "--target", gateway]) == 0

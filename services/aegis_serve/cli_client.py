@@ -60,6 +60,13 @@ def add_client_commands(sub: Any) -> None:
         help="flat: exact search; hnsw: usearch's graph (approximate, faster at scale)",
     )
     idx.add_argument(
+        "--rotate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store a projection fitted on the documents (top principal directions, mixed) "
+        "instead of the first --dims dims; --no-rotate keeps the service's truncation",
+    )
+    idx.add_argument(
         "--rescore-multiplier",
         type=int,
         default=4,
@@ -200,7 +207,7 @@ def _cmd_index(ns: argparse.Namespace) -> int:
     tools = _index_tools()
     ids, texts = read_documents(ns.documents)
     spec = tools.IndexSpec(storage=ns.storage, dims=ns.dims, rescore=ns.rescore, kind=ns.kind,
-                           rescore_multiplier=ns.rescore_multiplier)  # fmt: skip
+                           rescore_multiplier=ns.rescore_multiplier, rotate=ns.rotate)  # fmt: skip
     with EmbedClient(ns.target, timeout=ns.timeout, token=_token(ns)) as client:
         index = tools.build_index(client, texts, spec, batch_size=ns.batch_size, progress=True)
     out = index.save(ns.out)

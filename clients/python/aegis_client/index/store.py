@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aegis_client.index.codecs import Int8Codec, pack_binary, shape_dims
+from aegis_client.index.codecs import Int8Codec, fit_rotation, pack_binary, project, shape_dims
 
 try:
     from usearch.index import Index, MetricKind
@@ -56,6 +56,9 @@ class IndexSpec:
     # Candidates per result for rescoring (search may override). 4 suits a Matryoshka-trained
     # model; a model whose first dims carry less needs more (docs/rag.md).
     rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER
+    # Project onto a rotation fitted on the documents (codecs.fit_rotation) instead of taking
+    # the first dims; unused for float32 / int8 at full dims (they rank the same either way).
+    rotate: bool = True
     connectivity: int = 16
     expansion_add: int = 128
     expansion_search: int = 64
@@ -73,9 +76,15 @@ class IndexSpec:
             )
 
     def label(self) -> str:
-        """E.g. ``flat binary@256 + int8 rescore of 4k``."""
+        """E.g. ``flat binary@256 rotated + int8 rescore of 4k``."""
         rescore = f" + int8 rescore of {self.rescore_multiplier}k" if self.rescore else ""
-        return f"{self.kind} {self.storage}@{self.dims or 'full'}{rescore}"
+        rotated = " rotated" if self.rotate and (self.storage == "binary" or self.dims) else ""
+        return f"{self.kind} {self.storage}@{self.dims or 'full'}{rotated}{rescore}"
+
+    def rotates(self, full_dims: int) -> bool:
+        """Whether an index of ``full_dims`` vectors fits a rotation (float32 / int8 at full
+        dims rank the same with or without one)."""
+        return self.rotate and (self.storage == "binary" or 0 < self.dims < full_dims)
 
 
 @dataclass(frozen=True)
@@ -97,12 +106,14 @@ class AsymmetricIndex:
         codec: Int8Codec | None,
         rescore_codec: Int8Codec | None,
         meta: dict[str, Any] | None = None,
+        rotation: np.ndarray | None = None,
     ) -> None:
         self.spec = spec
         self.full_dims = full_dims
         self.dims = dims
         self.codec = codec  # int8 storage
         self.rescore_codec = rescore_codec
+        self.rotation = rotation  # (full_dims, dims) projection, or None: the first dims
         self.meta = dict(meta or {})  # space_id, model, anything the builder records
         self.count = 0
         self._flat: np.ndarray | None = None
@@ -123,16 +134,17 @@ class AsymmetricIndex:
         dims = spec.dims or full
         if dims > full:
             raise ValueError(f"dims={dims} is more than the vectors' {full}")
-        shaped = shape_dims(docs, dims)
+        rotation = fit_rotation(docs, dims) if spec.rotates(full) and len(docs) else None
+        shaped = project(docs, rotation, dims)
         codec = Int8Codec.fit(shaped) if spec.storage == "int8" else None
         rescore = Int8Codec.fit(shape_dims(docs, full)) if spec.rescore else None
-        index = cls(spec, full, dims, codec, rescore, meta)
+        index = cls(spec, full, dims, codec, rescore, meta, rotation)
         index.add(docs)
         return index
 
     def _stored(self, vectors: np.ndarray) -> np.ndarray:
         """Full-dim float vectors as this index stores them (also how queries are shaped)."""
-        shaped = shape_dims(vectors, self.dims)
+        shaped = project(vectors, self.rotation, self.dims)
         if self.spec.storage == "binary":
             return pack_binary(shaped)
         if self.spec.storage == "int8":
@@ -246,6 +258,11 @@ class AsymmetricIndex:
         return int(self._graph.serialized_length) if self._graph is not None else 0
 
     @property
+    def fixed_bytes(self) -> int:
+        """Bytes held whatever the number of documents (the rotation matrix)."""
+        return int(self.rotation.nbytes) if self.rotation is not None else 0
+
+    @property
     def rescore_bytes(self) -> int:
         """Bytes of the full-dim int8 rescoring vectors (on disk once saved)."""
         return int(np.asarray(self._rescore).nbytes) if self._rescore is not None else 0
@@ -262,6 +279,8 @@ class AsymmetricIndex:
             self._graph.save(str(out / "index.usearch"))
         if self._rescore is not None:
             np.save(out / "rescore_int8.npy", np.asarray(self._rescore))
+        if self.rotation is not None:
+            np.save(out / "rotation.npy", self.rotation)
         manifest = {
             "format": FORMAT,
             "spec": asdict(self.spec),
@@ -288,7 +307,17 @@ class AsymmetricIndex:
         spec = IndexSpec(**manifest["spec"])
         codec = Int8Codec(manifest["int8_scale"]) if manifest["int8_scale"] else None
         rescore = Int8Codec(manifest["rescore_scale"]) if manifest["rescore_scale"] else None
-        index = cls(spec, manifest["full_dims"], manifest["dims"], codec, rescore, manifest["meta"])
+        rotation_file = src / "rotation.npy"
+        rotation = np.load(rotation_file) if rotation_file.exists() else None
+        index = cls(
+            spec,
+            manifest["full_dims"],
+            manifest["dims"],
+            codec,
+            rescore,
+            manifest["meta"],
+            rotation,
+        )
         index.count = int(manifest["count"])
         if spec.kind == "flat":
             index._flat = np.load(src / "vectors.npy")
