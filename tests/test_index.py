@@ -187,7 +187,9 @@ def test_build_and_search_through_the_gateway(gateway, spec):
         with pytest.raises(ValueError, match="rebuild the index"):
             search_texts(client, index, QUERIES[:1])
         with pytest.raises(ValueError, match="dims=104 is not offered"):
-            build_index(client, DOCS, IndexSpec("binary", 104))
+            build_index(client, DOCS, IndexSpec("binary", 104, rotate=False))
+        rotated = build_index(client, DOCS, IndexSpec("binary", 104, rescore=False))
+        assert rotated.dims == 104 and rotated.memory_bytes == 13 * len(DOCS)
 
 
 @pytest.mark.teacher

@@ -70,9 +70,15 @@ def build_index(
     """Embed ``texts`` as documents and index them (key i = texts[i])."""
     if not texts:
         raise ValueError("no documents to index")
-    offered = list(client.info().matryoshka_dimensions)
-    if spec.dims and offered and spec.dims not in offered:
-        raise ValueError(f"dims={spec.dims} is not offered by this space; choose one of {offered}")
+    info = client.info()
+    offered = list(info.matryoshka_dimensions)
+    # A rotated index projects to any dims; the first dims are only meaningful at a Matryoshka
+    # dim of the space.
+    if spec.dims and offered and spec.dims not in offered and not spec.rotates(info.dimensions):
+        raise ValueError(
+            f"dims={spec.dims} is not offered by this space; choose one of {offered} "
+            "(or let the index rotate)"
+        )
     vectors, space = embed_all(client, texts, "document", batch_size, progress)
     return AsymmetricIndex.from_vectors(
         vectors, spec, {"document_" + k: v for k, v in space.items()}

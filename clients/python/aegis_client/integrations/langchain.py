@@ -24,13 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from aegis_client.client import DEFAULT_TARGET
-from aegis_client.integrations.options import (
-    DEFAULT_BATCH_SIZE,
-    Clients,
-    EmbedOptions,
-    embed_async,
-    embed_sync,
-)
+from aegis_client.integrations.options import DEFAULT_BATCH_SIZE, AsymmetricCalls, EmbedOptions
 
 __all__ = ["AegisEmbeddings"]
 
@@ -53,22 +47,22 @@ class AegisEmbeddings(Embeddings):
         batch_size: int = DEFAULT_BATCH_SIZE,
         **client_kwargs: Any,
     ) -> None:
-        self.options = EmbedOptions(dimensions, encoding, batch_size)
-        self.clients = Clients(target, client_kwargs)
+        self.calls = AsymmetricCalls(
+            target, EmbedOptions(dimensions, encoding, batch_size), client_kwargs
+        )
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return embed_sync(self.clients.sync, texts, "document", self.options)
+        return self.calls.documents(texts)
 
     def embed_query(self, text: str) -> list[float]:
-        return embed_sync(self.clients.sync, [text], "query", self.options)[0]
+        return self.calls.query(text)
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return await embed_async(self.clients.for_running_loop(), texts, "document", self.options)
+        return await self.calls.adocuments(texts)
 
     async def aembed_query(self, text: str) -> list[float]:
-        rows = await embed_async(self.clients.for_running_loop(), [text], "query", self.options)
-        return rows[0]
+        return await self.calls.aquery(text)
 
     def close(self) -> None:
         """Close the gRPC channels this adapter opened."""
-        self.clients.close()
+        self.calls.close()

@@ -24,13 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from pydantic import PrivateAttr
 
 from aegis_client.client import DEFAULT_TARGET
-from aegis_client.integrations.options import (
-    DEFAULT_BATCH_SIZE,
-    Clients,
-    EmbedOptions,
-    embed_async,
-    embed_sync,
-)
+from aegis_client.integrations.options import DEFAULT_BATCH_SIZE, AsymmetricCalls, EmbedOptions
 
 __all__ = ["AegisEmbedding"]
 
@@ -40,8 +34,7 @@ class AegisEmbedding(BaseEmbedding):
     LangChain adapter for the options). ``embed_batch_size`` is LlamaIndex's batch: texts per
     request. Other keyword arguments go to the client (``token``, ``tls``, ``timeout``, ...)."""
 
-    _options: EmbedOptions = PrivateAttr()
-    _clients: Clients = PrivateAttr()
+    _calls: AsymmetricCalls = PrivateAttr()
 
     def __init__(
         self,
@@ -55,32 +48,30 @@ class AegisEmbedding(BaseEmbedding):
     ) -> None:
         options = EmbedOptions(dimensions, encoding, embed_batch_size)  # our errors first
         super().__init__(model_name=model_name, embed_batch_size=embed_batch_size)
-        self._options = options
-        self._clients = Clients(target, client_kwargs)
+        self._calls = AsymmetricCalls(target, options, client_kwargs)
 
     @classmethod
     def class_name(cls) -> str:
         return "AegisEmbedding"
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return embed_sync(self._clients.sync, [query], "query", self._options)[0]
+        return self._calls.query(query)
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        client = self._clients.for_running_loop()
-        return (await embed_async(client, [query], "query", self._options))[0]
+        return await self._calls.aquery(query)
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return embed_sync(self._clients.sync, [text], "document", self._options)[0]
+        return self._calls.documents([text])[0]
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return (await self._aget_text_embeddings([text]))[0]
+        return (await self._calls.adocuments([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return embed_sync(self._clients.sync, texts, "document", self._options)
+        return self._calls.documents(texts)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await embed_async(self._clients.for_running_loop(), texts, "document", self._options)
+        return await self._calls.adocuments(texts)
 
     def close(self) -> None:
         """Close the gRPC channels this adapter opened."""
-        self._clients.close()
+        self._calls.close()

@@ -15,6 +15,7 @@ from aegis_client.errors import invalid_input
 
 __all__ = [
     "FLOAT_ENCODINGS",
+    "AsymmetricCalls",
     "Clients",
     "EmbedOptions",
     "as_float_rows",
@@ -143,3 +144,29 @@ class Clients:
         if client is not None:
             await client.close()
         self.close()
+
+
+class AsymmetricCalls:
+    """What each framework adapter does, once: queries to the QUERY pool, documents to the
+    DOCUMENT pool, sync or async, batched, as float lists."""
+
+    def __init__(self, target: str, options: EmbedOptions, client_kwargs: dict[str, Any]) -> None:
+        self.options = options
+        self.clients = Clients(target, client_kwargs)
+
+    def documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return embed_sync(self.clients.sync, texts, "document", self.options)
+
+    def query(self, text: str) -> list[float]:
+        return embed_sync(self.clients.sync, [text], "query", self.options)[0]
+
+    async def adocuments(self, texts: Sequence[str]) -> list[list[float]]:
+        client = self.clients.for_running_loop()
+        return await embed_async(client, texts, "document", self.options)
+
+    async def aquery(self, text: str) -> list[float]:
+        client = self.clients.for_running_loop()
+        return (await embed_async(client, [text], "query", self.options))[0]
+
+    def close(self) -> None:
+        self.clients.close()
