@@ -71,7 +71,7 @@ def test_rows_ratios_and_report_files(fake_suite, tmp_path):
     assert target["ndcg_at_10"] > macro["flat binary@256 rotated"]["ndcg_at_10"]
     assert result["target"]["memory_ratio"] == 96
     assert result["target"]["met"] == (target["ndcg_ratio"] >= 0.97)
-    hnsw = macro["hnsw binary@128 + int8 rescore of 4k"]
+    hnsw = macro["hnsw binary@128 + int8 rescore of 10k"]
     assert hnsw["bytes_per_doc"] > 16 and hnsw["index"] == "hnsw"
 
 

@@ -207,7 +207,7 @@ def test_index_and_search_commands(gateway, tmp_path, capsys):
     assert summary["documents"] == len(DOCS) and summary["memory_bytes_per_doc"] == 32.0
     assert (
         summary["rescore_bytes_per_doc"] == 768.0
-        and summary["spec"] == "flat binary@256 rotated + int8 rescore of 4k"
+        and summary["spec"] == "flat binary@256 rotated + int8 rescore of 10k"
     )
     assert (
         cli_main(["search", str(out), QUERIES[2], QUERIES[7], "-k", "2", "--target", gateway]) == 0

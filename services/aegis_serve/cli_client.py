@@ -69,8 +69,8 @@ def add_client_commands(sub: Any) -> None:
     idx.add_argument(
         "--rescore-multiplier",
         type=int,
-        default=4,
-        help="the index's default candidates per result for rescoring (search may override)",
+        default=10,
+        help="the index's candidates per result for rescoring (search may override)",
     )
     idx.add_argument("--batch-size", type=int, default=64, help="documents per request")
     idx.add_argument("--timeout", type=float, default=300.0)

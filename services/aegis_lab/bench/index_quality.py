@@ -40,7 +40,8 @@ REFERENCE = IndexSpec("float32", 0, rescore=False)
 # (× k candidates) keeping >= 97 % of the reference's nDCG@10: rotated 256 bits 94.8 / 98.3 /
 # 99.6 % -> 10; the first 256 dims' bits 83.0 / 92.0 / 97.1 % -> 25. The built-in teacher
 # (all-mpnet-base-v2) was not trained for Matryoshka truncation: its first 256 dims keep ~80 %
-# of its ranking, its top 256 principal directions (the index's rotation) ~99 %.
+# of its ranking, its top 256 principal directions (the index's rotation) ~99 %. The target
+# setting is `aegis-serve index`'s default (binary, 256 dims, rotated, rescore of 10k).
 TARGET = IndexSpec("binary", 256, rescore=True, rescore_multiplier=10)
 PREFIX = {"rotate": False}
 DEFAULT_SETTINGS: tuple[IndexSpec, ...] = (
@@ -49,18 +50,18 @@ DEFAULT_SETTINGS: tuple[IndexSpec, ...] = (
     IndexSpec("float32", 256, rescore=False),
     IndexSpec("int8", 0, rescore=False),
     IndexSpec("int8", 256, rescore=False),
-    IndexSpec("int8", 256, rescore=True),
+    IndexSpec("int8", 256, rescore=True, rescore_multiplier=4),
     IndexSpec("binary", 0, rescore=False),
-    IndexSpec("binary", 0, rescore=True),
+    IndexSpec("binary", 0, rescore=True, rescore_multiplier=4),
     IndexSpec("binary", 256, rescore=False, **PREFIX),
-    IndexSpec("binary", 256, rescore=True, **PREFIX),
+    IndexSpec("binary", 256, rescore=True, rescore_multiplier=4, **PREFIX),
     IndexSpec("binary", 256, rescore=True, rescore_multiplier=25, **PREFIX),
     IndexSpec("binary", 256, rescore=False),
-    IndexSpec("binary", 256, rescore=True),
+    IndexSpec("binary", 256, rescore=True, rescore_multiplier=4),
     TARGET,
     IndexSpec("binary", 128, rescore=True, rescore_multiplier=10),
     IndexSpec("float32", 0, rescore=False, kind="hnsw"),
-    IndexSpec("int8", 256, rescore=True, kind="hnsw"),
+    IndexSpec("int8", 256, rescore=True, kind="hnsw", rescore_multiplier=4),
     IndexSpec("binary", 256, rescore=True, kind="hnsw", rescore_multiplier=10),
 )
 TARGET_RATIO = 0.97
