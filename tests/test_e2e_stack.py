@@ -35,6 +35,8 @@ def live_stack():
             "0",
             "--shutdown-grace-s",
             "5",
+            "--http-port",
+            "0",
         ],
         ready_timeout=600,
         ready_marker="aegis-serve is up",
@@ -66,6 +68,19 @@ def test_up_starts_quietly_on_one_screen(live_stack):
         (line,) = [ln for ln in start if kind in ln]
         assert " s: " in line and "listening on 127.0.0.1:" in line, line
     assert "serving space all-mpnet-base-v2/768" in text
+
+
+def test_up_serves_the_openai_face_on_request(live_stack):
+    """`up --http-port` passes the face to the gateway: one more start line, same vectors."""
+    httpx = pytest.importorskip("httpx")
+    proc, address = live_stack
+    (line,) = [ln for ln in proc.lines if "OpenAI-compatible embeddings at" in ln]
+    url = line.split(" at ")[1].split()[0]
+    body = {"model": "aegis-query", "input": [PAIRS[0][0]], "dimensions": 256}
+    got = httpx.post(url, json=body, timeout=60).json()["data"][0]["embedding"]
+    with EmbedClient(address, timeout=60) as client:
+        want = client.embed_queries([PAIRS[0][0]], dimensions=256)[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_student_queries_rank_their_teacher_document_first(live_stack):
