@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from aegis_serve.common.errors import ServiceError, abort
 from aegis_serve.protocol import retry_after
 
 log = logging.getLogger(__name__)
@@ -114,14 +115,8 @@ class TokenBucket:
         return (1 - self.level) / self.rate
 
 
-class Denied(Exception):
-    """Why a call is refused, as a gRPC status."""
-
-    def __init__(
-        self, code: grpc.StatusCode, message: str, trailers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        super().__init__(message)
-        self.code, self.message, self.trailers = code, message, trailers
+class Denied(ServiceError):
+    """Why a call is refused, as a gRPC status (any face answers it like other errors)."""
 
 
 class Authenticator:
@@ -180,9 +175,7 @@ def _deny_handler(handler: grpc.RpcMethodHandler, denied: Denied) -> grpc.RpcMet
     """A handler of the same shape as `handler` that answers with `denied`'s status."""
 
     async def deny(_request: object, context: grpc.aio.ServicerContext) -> None:
-        if denied.trailers:
-            context.set_trailing_metadata(denied.trailers)
-        await context.abort(denied.code, denied.message)
+        await abort(context, denied)
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aegis.embed.v1 import embed_pb2
 from aegis_serve.common.boundary import status_of
 from aegis_serve.common.errors import ServiceError, invalid
-from aegis_serve.gateway.auth import Authenticator, Denied
+from aegis_serve.gateway.auth import Authenticator
 from aegis_serve.gateway.core import Gateway
 from aegis_serve.gateway.validation import validate_embed
 from aegis_serve.protocol import PUSHBACK_KEY
@@ -139,12 +139,9 @@ class OpenAIFace:
         return error_response(invalid(message), where or None)
 
     def _check_auth(self, request: Request) -> None:
-        if self.auth is None:
-            return
-        try:
+        """Raises `auth.Denied` (a ServiceError) when the caller may not embed."""
+        if self.auth is not None:
             self.auth.check(EMBED_METHOD, request.headers.get("authorization"))
-        except Denied as denied:
-            raise ServiceError(denied.code, denied.message, denied.trailers) from None
 
     def _model_names(self) -> dict[str, str]:
         """Accepted `model` values -> pool role ("" = decided by input_type)."""
