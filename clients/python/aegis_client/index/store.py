@@ -137,15 +137,19 @@ class AsymmetricIndex:
             raise ValueError(f"dims={dims} is more than the vectors' {full}")
         rotation = fit_rotation(docs, dims) if spec.rotates(full) and len(docs) else None
         shaped = project(docs, rotation, dims)
+        unit = shape_dims(docs, full) if spec.rescore else None
         codec = Int8Codec.fit(shaped) if spec.storage == "int8" else None
-        rescore = Int8Codec.fit(shape_dims(docs, full)) if spec.rescore else None
+        rescore = Int8Codec.fit(unit) if unit is not None else None
         index = cls(spec, full, dims, codec, rescore, meta, rotation)
-        index.add(docs)
+        index._append(shaped, unit)  # projected once: fitting and storing share it
         return index
 
     def _stored(self, vectors: np.ndarray) -> np.ndarray:
         """Full-dim float vectors as this index stores them (also how queries are shaped)."""
-        shaped = project(vectors, self.rotation, self.dims)
+        return self._quantized(project(vectors, self.rotation, self.dims))
+
+    def _quantized(self, shaped: np.ndarray) -> np.ndarray:
+        """Projected unit vectors in this index's storage encoding."""
         if self.spec.storage == "binary":
             return pack_binary(shaped)
         if self.spec.storage == "int8":
@@ -159,8 +163,15 @@ class AsymmetricIndex:
         docs = np.asarray(documents, dtype=np.float32)
         if docs.ndim != 2 or docs.shape[1] != self.full_dims:
             raise ValueError(f"documents must be (n, {self.full_dims}), got {docs.shape}")
-        keys = np.arange(self.count, self.count + len(docs), dtype=np.int64)
-        stored = self._stored(docs)
+        unit = shape_dims(docs, self.full_dims) if self.rescore_codec is not None else None
+        return self._append(project(docs, self.rotation, self.dims), unit)
+
+    def _append(self, shaped: np.ndarray, unit: np.ndarray | None) -> np.ndarray:
+        """Store documents given as projected unit vectors (`shaped`) and, when the index
+        rescores, as full-dim unit vectors (`unit`); returns their keys."""
+        n = len(shaped)
+        keys = np.arange(self.count, self.count + n, dtype=np.int64)
+        stored = self._quantized(shaped)
         if self.spec.kind == "flat":
             self._flat = stored if self._flat is None else np.concatenate([self._flat, stored])
         else:
@@ -173,13 +184,13 @@ class AsymmetricIndex:
                     expansion_add=self.spec.expansion_add,
                     expansion_search=self.spec.expansion_search,
                 )
-            if len(docs):
+            if n:
                 self._graph.add(keys, stored)
-        if self.rescore_codec is not None:
-            codes = self.rescore_codec.encode(shape_dims(docs, self.full_dims))
+        if self.rescore_codec is not None and unit is not None:
+            codes = self.rescore_codec.encode(unit)
             old = self._rescore
             self._rescore = codes if old is None else np.concatenate([np.asarray(old), codes])
-        self.count += len(docs)
+        self.count += n
         return keys
 
     # ------------------------------------------------------------------ search
