@@ -131,3 +131,27 @@ def test_the_face_is_off_unless_asked(asymmetric_pools):
         stack.lt.run(runtime.handle.server.stop(0))
         stack.lt.run(runtime.close())
         stack.gateways.remove(runtime)
+
+
+def test_a_face_that_cannot_start_leaves_no_gateway_behind(asymmetric_pools):
+    """The HTTP port taken: the start fails with the reason and the gRPC port is released."""
+    import socket
+
+    from aegis_serve.gateway.server import start_gateway
+    from aegis_serve.settings import GatewaySettings
+
+    stack, query, document = asymmetric_pools
+    with socket.socket() as taken, socket.socket() as probe:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe.bind(("127.0.0.1", 0))
+        grpc_port = probe.getsockname()[1]
+        probe.close()
+        settings = GatewaySettings(query=query, document=document, port=grpc_port,
+                                   http_port=taken.getsockname()[1])  # fmt: skip
+        with pytest.raises(OSError, match="in use"):
+            stack.lt.run(start_gateway(settings))
+    with socket.socket() as again:  # nothing listens there any more
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", grpc_port))
+        again.listen()

@@ -261,7 +261,7 @@ class HttpFace:
         self.server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), grace_s + 1)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             self.server.force_exit = True
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -275,13 +275,21 @@ async def start_http_face(
     TLS (and mTLS) with the gateway's own certificate files when it has them. Unlike the gRPC
     server, uvicorn reads them once: a renewed certificate reaches this face at the next
     restart (a rolling restart after cert-manager renews)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return await _serve_on(gateway, auth, sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _serve_on(gateway: Gateway, auth: Authenticator | None, sock: socket.socket) -> HttpFace:
     import uvicorn
 
     settings = gateway.settings
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
     tls = settings.tls_cert is not None
     config = uvicorn.Config(
         OpenAIFace(gateway, auth).app,

@@ -199,15 +199,23 @@ async def start_gateway(
     runtime.start_health_loop()
     if settings.http_port is not None:
         try:
-            from aegis_serve.gateway.openai_http import start_http_face
-        except ImportError as exc:
+            runtime.http = await _start_http_face(gateway, auth)
+        except BaseException:  # no half-started gateway left listening on gRPC
             await handle.server.stop(0)
             await runtime.close()
-            raise ValueError(
-                f"--http-port needs the http extra (pip install 'aegis-serve[http]'): {exc}"
-            ) from None
-        runtime.http = await start_http_face(gateway, auth, settings.host, settings.http_port)
+            raise
     return runtime
+
+
+async def _start_http_face(gateway: Gateway, auth: Authenticator | None) -> HttpFace:
+    try:
+        from aegis_serve.gateway.openai_http import start_http_face
+    except ImportError as exc:
+        raise ValueError(
+            f"--http-port needs the http extra (pip install 'aegis-serve[http]'): {exc}"
+        ) from None
+    settings = gateway.settings
+    return await start_http_face(gateway, auth, settings.host, settings.http_port or 0)
 
 
 async def run_gateway(settings: GatewaySettings) -> None:
