@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class IndexBenchConfig:
     out_dir: Path = Path("docs")
     command: str = ""
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _cached_vectors(cfg: IndexBenchConfig, tasks: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
@@ -90,15 +89,14 @@ def _cached_vectors(cfg: IndexBenchConfig, tasks: Sequence[Any]) -> dict[str, tu
     from aegis_lab.evaluation.suite_eval import _embedder, _fast_backend
 
     backend = _fast_backend()
-    out: dict[str, list[Any]] = {t.name: [None, None] for t in tasks}
-    teacher = _embedder(cfg.document_model, backend, None)
-    for task in tasks:
-        out[task.name][1] = embed_cached(teacher, task.documents, "document", cfg.progress)
+    teacher = _embedder(cfg.document_model, backend, None)  # one model in memory at a time
+    docs = {t.name: embed_cached(teacher, t.documents, "document", cfg.progress) for t in tasks}
     del teacher
     student = _embedder(cfg.query_model, backend, None)
-    for task in tasks:
-        out[task.name][0] = embed_cached(student, task.queries, "query", cfg.progress)
-    return {name: (q, d) for name, (q, d) in out.items()}
+    return {
+        t.name: (embed_cached(student, t.queries, "query", cfg.progress), docs[t.name])
+        for t in tasks
+    }
 
 
 def _gateway_vectors(cfg: IndexBenchConfig, tasks: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
@@ -162,16 +160,15 @@ def macro(rows: list[dict[str, Any]], settings: Sequence[IndexSpec]) -> list[dic
 def run_index_bench(cfg: IndexBenchConfig) -> dict[str, Any]:
     from aegis_lab.evaluation.suite import load_suite
 
-    if REFERENCE not in cfg.settings:
-        cfg.settings = [REFERENCE, *cfg.settings]
+    settings = list(cfg.settings) if REFERENCE in cfg.settings else [REFERENCE, *cfg.settings]
     tasks = load_suite(cfg.split, cfg.size, cfg.tasks)
     vectors = _gateway_vectors(cfg, tasks) if cfg.target else _cached_vectors(cfg, tasks)
     rows: list[dict[str, Any]] = []
-    todo = [(t, s) for t in tasks for s in cfg.settings]
+    todo = [(t, s) for t in tasks for s in settings]
     for task, spec in tqdm(todo, desc="index settings", disable=not cfg.progress):
         queries, docs = vectors[task.name]
         rows.append(_row(spec, task.name, _measure(spec, queries, docs, task.relevant, cfg)))
-    macro_rows = macro(rows, cfg.settings)
+    macro_rows = macro(rows, settings)
     target = next((r for r in macro_rows if r["label"] == TARGET.label()), None)
     result = {
         "command": cfg.command,
