@@ -39,7 +39,6 @@ class EmbedOptions:
     dimensions: int = 0
     encoding: str = "float32"
     batch_size: int = DEFAULT_BATCH_SIZE
-    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in FLOAT_ENCODINGS:
@@ -58,7 +57,6 @@ class EmbedOptions:
             "dimensions": self.dimensions,
             "encoding": self.encoding,
             "unpack_bits": self.encoding == "binary",
-            "timeout": self.timeout,
         }
 
 
