@@ -174,7 +174,8 @@ def run_stack(settings: StackSettings, on_ready: list[str] | None = None) -> int
         f"  gateway        {gateway.address}   (aegis.embed.v1.EmbedService, health, reflection)\n"
         f"{query_line}"
         + (
-            f"  OpenAI face    http://{settings.host}:{settings.http_port}/v1/embeddings\n"
+            f"  OpenAI face    {'https' if settings.tls_cert else 'http'}://{settings.host}:"
+            f"{settings.http_port}/v1/embeddings\n"
             if settings.http_port
             else ""
         )
