@@ -14,8 +14,8 @@ from transformers import BertConfig, BertModel
 
 from aegis_lab.embedding_cache import cache_teacher_embeddings
 from aegis_lab.training.distill import DistillConfig, distill
-from aegis_lab.training.loop import teacher_neighbours
-from aegis_lab.training.losses import _score_kl
+from aegis_lab.training.loop import mine_rows, teacher_neighbours
+from aegis_lab.training.losses import _binary_term, _margin_mse, _score_kl, matryoshka_loss
 from aegis_serve.models.embedder import Embedder
 
 TOKENIZER_FILES = (
@@ -117,12 +117,17 @@ def tiny_dev_set(tmp_path: Path, corpus: Path) -> tuple[list[str], dict, Path]:
 
 
 @pytest.mark.parametrize(
-    ("contrastive_weight", "score_weight", "neighbours"),
-    [(0.0, 0.0, 0), (0.5, 0.0, 0), (0.0, 1.0, 4)],
-    ids=["leaf", "leaf+infonce", "leaf+score-kl+neighbours"],
+    ("contrastive_weight", "score_weight", "neighbours", "extra"),
+    [
+        (0.0, 0.0, 0, {}),
+        (0.5, 0.0, 0, {}),
+        (0.0, 1.0, 4, {}),
+        (0.0, 1.0, 0, {"mined": 4, "score_loss": "margin-mse", "binary_weight": 0.5}),
+    ],
+    ids=["leaf", "leaf+infonce", "leaf+score-kl+neighbours", "leaf+margin-mse+mined+binary"],
 )
 def test_distill_reduces_loss_and_writes_a_loadable_student(
-    tmp_path, tiny_pair, contrastive_weight, score_weight, neighbours
+    tmp_path, tiny_pair, contrastive_weight, score_weight, neighbours, extra
 ) -> None:
     teacher, _, corpus = tiny_pair
     out = tmp_path / "out"
@@ -137,6 +142,7 @@ def test_distill_reduces_loss_and_writes_a_loadable_student(
         neighbours=neighbours,
         negatives=16,
         head_lr_multiplier=2.0,
+        **extra,
     )
     summary = distill(cfg)
     assert summary["val_loss_last"] < 0.8 * summary["val_loss_first"]
@@ -205,6 +211,90 @@ def test_score_kl_is_zero_on_a_perfect_student_and_leaves_out_the_own_column() -
     ]
     assert float((t_log.exp() * (t_log - s_log)).sum()) == pytest.approx(per_row[0], rel=1e-5)
     assert loss == pytest.approx(sum(per_row) / 4, rel=1e-5)
+
+
+def _unit(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=gen), dim=-1)
+
+
+def test_margin_mse_is_zero_on_a_perfect_student_and_matches_the_margins_by_hand() -> None:
+    gen = torch.Generator().manual_seed(1)
+    teacher = _unit(gen, 3, 8)
+    pool = torch.cat([teacher, _unit(gen, 5, 8)])
+    assert float(_margin_mse(teacher, teacher, pool)) == pytest.approx(0.0, abs=1e-7)
+    student = torch.nn.functional.normalize(teacher + 0.7 * torch.randn(3, 8, generator=gen))
+    want = []
+    for i in range(3):
+        for j in range(8):
+            if j != i:
+                s_margin = student[i] @ pool[i] - student[i] @ pool[j]
+                t_margin = teacher[i] @ pool[i] - teacher[i] @ pool[j]
+                want.append(float((s_margin - t_margin) ** 2))
+    assert float(_margin_mse(student, teacher, pool)) == pytest.approx(np.mean(want), rel=1e-5)
+
+
+def test_binary_term_falls_as_the_student_takes_the_teachers_sign_bits() -> None:
+    gen = torch.Generator().manual_seed(2)
+    teacher = _unit(gen, 4, 64)
+    pool = torch.cat([teacher, _unit(gen, 12, 64)])
+    # A student with exactly the teacher's signs, every component the same size: cos → 1.
+    same_signs = torch.nn.functional.normalize(torch.sign(teacher), dim=1)
+    half = torch.where(torch.arange(64) < 32, teacher, -teacher)  # half the bits flipped
+    half = torch.nn.functional.normalize(half, dim=1)
+    for with_pool in (None, pool):
+        exact = float(_binary_term(same_signs, teacher, with_pool, 3.0, 0.05))
+        flipped = float(_binary_term(half, teacher, with_pool, 3.0, 0.05))
+        assert exact < 0.05 < flipped
+    # It trains: the gradient moves a random student's bits towards the teacher's.
+    student = _unit(gen, 4, 64).requires_grad_()
+    opt = torch.optim.SGD([student], lr=0.5)
+    agree_before = float((torch.sign(student) == torch.sign(teacher)).float().mean())
+    for _ in range(50):
+        opt.zero_grad()
+        _binary_term(
+            torch.nn.functional.normalize(student, dim=1), teacher, pool, 2.0, 0.05
+        ).backward()
+        opt.step()
+    agree_after = float((torch.sign(student) == torch.sign(teacher)).float().mean())
+    assert agree_after > max(0.9, agree_before + 0.2)
+
+
+def test_matryoshka_loss_refuses_an_unknown_score_loss() -> None:
+    gen = torch.Generator().manual_seed(3)
+    t = _unit(gen, 2, 8)
+    with pytest.raises(ValueError, match="score_loss 'hinge'"):
+        matryoshka_loss(t, t, [8], 0.0, score_weight=1.0, score_loss="hinge")
+
+
+def test_mined_rows_are_the_students_nearest_teacher_rows_without_the_batch() -> None:
+    rng = np.random.default_rng(4)
+    matrix = rng.normal(size=(40, 6)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    rows = np.arange(100, 140)  # corpus indices of the matrix rows
+    batch = np.array([100, 105, 120])
+    queries = matrix[[0, 5, 20]] + 0.3 * rng.normal(size=(3, 6)).astype(np.float32)
+    got = mine_rows(torch.from_numpy(queries), torch.from_numpy(matrix), rows, batch, 4)
+    want: set[int] = set()
+    for q in queries:
+        order = [int(rows[i]) for i in np.argsort(-(matrix @ q)) if rows[i] not in batch]
+        want |= set(order[:4])
+    assert set(got.tolist()) == want and not set(got.tolist()) & set(batch.tolist())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mined": 4}, "set --score-weight or --contrastive-weight"),
+        ({"score_weight": 1.0, "score_loss": "hinge"}, "--score-loss 'hinge'"),
+        ({"binary_weight": 1.0, "binary_sharpness": 0.0}, "--binary-sharpness"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_any_model_loads(
+    tmp_path, tiny_pair, changes, message
+) -> None:
+    cfg = tiny_config(tmp_path, tiny_pair, teacher=str(tmp_path / "missing"), **changes)
+    with pytest.raises(ValueError, match=message):
+        distill(cfg)
 
 
 def test_teacher_neighbours_match_brute_force() -> None:

@@ -52,6 +52,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="add each batch text's K nearest corpus texts (by teacher cosine) to the pool",
     )
     p.add_argument(
+        "--mined",
+        type=int,
+        default=0,
+        help="add the K teacher rows the student scores highest now (per batch text, searched "
+        "over the training texts every step) to the pool: its current confusions",
+    )
+    p.add_argument(
+        "--score-loss",
+        choices=("kl", "margin-mse"),
+        default="kl",
+        help="the score term's form: listwise KL, or Margin-MSE of own-vs-other margins",
+    )
+    p.add_argument(
+        "--binary-weight",
+        type=float,
+        default=0.0,
+        help="per dim: the student's soft signs must match the teacher's sign bits (and, with "
+        "a score term, the KL over sign-bit scores)",
+    )
+    p.add_argument(
+        "--binary-sharpness",
+        type=float,
+        default=2.0,
+        help="soft sign = tanh(sharpness × √d × component)",
+    )
+    p.add_argument(
         "--dev-set",
         default="",
         help="'wordnet-dev' or a JSON retrieval set, scored every --eval-every steps (best kept)",

@@ -73,6 +73,10 @@ class DistillConfig:
     score_weight: float = 0.0
     score_temperature: float = 0.05
     neighbours: int = 0
+    mined: int = 0  # per text, the teacher rows the student scores highest now, in the pool
+    score_loss: str = "kl"  # kl | margin-mse
+    binary_weight: float = 0.0
+    binary_sharpness: float = 2.0
     dev_set: str | None = None
     dev_metric: str = "ndcg_at_10"
     student_layers: int = 0
@@ -185,6 +189,23 @@ def teacher_targets(
     )
 
 
+def check_config(cfg: DistillConfig) -> None:
+    """Refuse settings that cannot work together, before anything loads."""
+    from aegis_lab.training.losses import SCORE_LOSSES
+
+    if cfg.score_loss not in SCORE_LOSSES:
+        raise ValueError(f"--score-loss {cfg.score_loss!r} is none of {', '.join(SCORE_LOSSES)}")
+    if cfg.mined < 0 or cfg.neighbours < 0 or cfg.negatives < 0:
+        raise ValueError("--mined, --neighbours and --negatives count rows: use 0 or more")
+    if (cfg.mined or cfg.neighbours) and not (cfg.score_weight or cfg.contrastive_weight):
+        raise ValueError(
+            "--mined and --neighbours add rows to the pool of the score and contrastive terms; "
+            "set --score-weight or --contrastive-weight too"
+        )
+    if cfg.binary_weight < 0 or cfg.binary_sharpness <= 0:
+        raise ValueError("--binary-weight must be ≥ 0 and --binary-sharpness > 0")
+
+
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run one distillation; returns the summary also written to ``training_summary.json``.
 
@@ -194,6 +215,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     """
     from aegis_serve.models.resolve import resolve_model
 
+    check_config(cfg)
     started = time.perf_counter()
     _seed_everything(cfg.seed)
     device = _device(cfg.device)
@@ -295,6 +317,10 @@ def config_from_args(ns: argparse.Namespace) -> DistillConfig:
         score_weight=ns.score_weight,
         score_temperature=ns.score_temperature,
         neighbours=ns.neighbours,
+        mined=ns.mined,
+        score_loss=ns.score_loss,
+        binary_weight=ns.binary_weight,
+        binary_sharpness=ns.binary_sharpness,
         dev_set=ns.dev_set or None,
         head_lr_multiplier=ns.head_lr_multiplier,
         dev_metric=ns.dev_metric,

@@ -43,6 +43,7 @@ __all__ = [
     "TrainData",
     "Trainer",
     "bucketed_batches",
+    "mine_rows",
     "split_corpus",
     "teacher_neighbours",
 ]
@@ -51,6 +52,10 @@ CHECKPOINT = "checkpoint.pt"
 # Texts shuffled together before sorting by length into batches: large enough that most
 # batches hold texts of about one length, small enough that each epoch still mixes sources.
 BUCKET_BATCHES = 64
+# Student-mined negatives are searched on this prefix of the teacher's vectors (the space is
+# calibrated, so its leading dims hold most of the ranking): 1 KB per training text in
+# float32, so a million-text corpus costs 1 GB instead of 3.
+MINE_DIMS = 256
 
 
 class Paused(Exception):
@@ -77,6 +82,26 @@ def teacher_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> np.ndar
         sim[np.arange(len(sim)), np.arange(c, c + len(sim))] = -np.inf
         out[c : c + 2048] = np.argpartition(-sim, k, axis=1)[:, :k]
     return rows[out]
+
+
+def mine_rows(
+    queries: torch.Tensor, matrix: torch.Tensor, rows: np.ndarray, exclude: np.ndarray, k: int
+) -> np.ndarray:
+    """For each query vector, the ``k`` ``rows`` whose ``matrix`` vectors it scores highest,
+    leaving out the ``exclude`` rows; all of them, deduplicated.
+
+    With the student's vectors of a batch as queries and the teacher's training vectors as the
+    matrix, these are the teacher documents the student currently confuses with the right one
+    (ANCE-style mining, fresh every step because the batch is embedded anyway). The score terms
+    then match the teacher's scores on exactly those rows.
+    """
+    want = min(len(rows), k + len(exclude))
+    with torch.no_grad():
+        top = torch.topk(queries @ matrix.T, want, dim=1).indices.cpu().numpy()
+    found = rows[top]
+    keep = ~np.isin(found, exclude)
+    picked = [row[mask][:k] for row, mask in zip(found, keep, strict=True)]
+    return np.unique(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
 def _lr_lambda(plan: dict[str, int]) -> Callable[[int], float]:
@@ -210,6 +235,7 @@ class Trainer:
         self._seconds_before = 0.0
         self._segment_started = self._last_checkpoint = time.perf_counter()
         self._segment_start_step = 0
+        self._mine_matrix: torch.Tensor | None = None  # teacher training vectors, for mining
 
     def record(self, row: dict[str, Any]) -> None:
         """Keep ``row`` and append it to the log file at once (a killed run keeps its log)."""
@@ -218,12 +244,24 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
 
     def batch_loss(
-        self, texts_idx: np.ndarray, negatives: torch.Tensor | None, max_len: int
+        self,
+        texts_idx: np.ndarray,
+        extra_idx: np.ndarray | None,
+        max_len: int,
+        mine: bool = False,
     ) -> tuple[torch.Tensor, dict[int, float]]:
-        """The student's loss on the texts ``texts_idx`` against their teacher vectors."""
+        """The student's loss on the texts ``texts_idx`` against their teacher vectors, with
+        the teacher vectors of ``extra_idx`` (and, with ``mine``, of the rows the student
+        scores highest now) in the pool of the contrastive and score terms."""
         cfg, data = self.cfg, self.data
         batch = _batch(self.model.emb, [data.texts[i] for i in texts_idx], self.prompt, max_len)
         pred = self.model(batch)
+        if mine and cfg.mined:
+            mined = self.mine(pred, texts_idx)
+            extra_idx = mined if extra_idx is None else np.union1d(extra_idx, mined)
+        negatives = None
+        if extra_idx is not None and len(extra_idx):
+            negatives = data.target[extra_idx].to(self.device, torch.float32)
         return matryoshka_loss(
             pred,
             data.target[texts_idx].to(self.device, torch.float32),
@@ -235,7 +273,22 @@ class Trainer:
             cfg.score_weight,
             cfg.score_temperature,
             cfg.cos_weight,
+            cfg.score_loss,
+            cfg.binary_weight,
+            cfg.binary_sharpness,
         )
+
+    def mine(self, pred: torch.Tensor, texts_idx: np.ndarray) -> np.ndarray:
+        """The training texts whose teacher vectors the student's vectors of this batch score
+        highest (``cfg.mined`` per text), the batch itself left out."""
+        if self._mine_matrix is None:
+            train = self.data.target[self.data.train_idx][:, :MINE_DIMS]
+            self._mine_matrix = torch.nn.functional.normalize(
+                train.to(self.device, torch.float32), dim=1
+            )
+        dims = self._mine_matrix.shape[1]
+        queries = torch.nn.functional.normalize(pred.detach()[:, :dims].float(), dim=1)
+        return mine_rows(queries, self._mine_matrix, self.data.train_idx, texts_idx, self.cfg.mined)
 
     def evaluate(self) -> tuple[float, dict[int, float]]:
         """Mean loss and per-dim cosine over the validation texts (no extra negatives)."""
@@ -260,9 +313,10 @@ class Trainer:
         )
         return loss
 
-    def _negatives(self, gen: np.random.Generator, idx: np.ndarray) -> torch.Tensor | None:
+    def _negatives(self, gen: np.random.Generator, idx: np.ndarray) -> np.ndarray | None:
         """Extra teacher rows for the contrastive and score terms: random training texts plus
-        the batch's teacher neighbours, minus the batch itself."""
+        the batch's teacher neighbours, minus the batch itself (student-mined rows are added
+        in ``batch_loss``, once the batch is embedded)."""
         cfg, data = self.cfg, self.data
         if not (cfg.contrastive_weight or cfg.score_weight):
             return None
@@ -273,8 +327,7 @@ class Trainer:
         extra = train_idx[extra]
         if data.neighbours is not None:
             extra = np.concatenate([data.neighbours[idx].ravel(), extra])
-        extra = np.unique(extra[~np.isin(extra, idx)])
-        return data.target[extra].to(self.device, torch.float32)
+        return np.unique(extra[~np.isin(extra, idx)])
 
     def _fit_time_budget(self, step: int, bar: tqdm) -> None:
         """Cut the schedule to the steps the time budget still allows (rechecked, the CPU may
@@ -406,7 +459,9 @@ class Trainer:
                 if step >= self.total_steps:
                     break
                 self._fit_time_budget(step, bar)
-                loss, per = self.batch_loss(idx, self._negatives(gen, idx), cfg.max_seq_len)
+                loss, per = self.batch_loss(
+                    idx, self._negatives(gen, idx), cfg.max_seq_len, mine=True
+                )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,7 +11,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["matryoshka_loss"]
+__all__ = ["SCORE_LOSSES", "matryoshka_loss"]
+
+# The cross-space score term's forms: listwise KL of the softmaxed scores, or Margin-MSE
+# (Hofstätter et al. 2020) of the score margins between a text's own teacher vector and each
+# other pool row.
+SCORE_LOSSES = ("kl", "margin-mse")
 
 
 def matryoshka_loss(
@@ -25,6 +30,9 @@ def matryoshka_loss(
     score_weight: float = 0.0,
     score_temperature: float = 0.05,
     cos_weight: float = 1.0,
+    score_loss: str = "kl",
+    binary_weight: float = 0.0,
+    binary_sharpness: float = 2.0,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     """Σ over Matryoshka dims of 1 - cos of the prefixes, plus λ·MSE of the unit vectors.
 
@@ -41,8 +49,18 @@ def matryoshka_loss(
     must match the teacher's (KL(teacher ‖ student)). That is the asymmetric search itself —
     a student query scored against teacher documents must rank them as the teacher's query
     would — and, unlike InfoNCE, it does not push the student away from the teacher vectors
-    of texts the teacher itself finds similar.
+    of texts the teacher itself finds similar. ``score_loss="margin-mse"`` scores the same pool
+    by Margin-MSE instead: the student's margin between the own teacher vector and each other
+    row must equal the teacher's.
+
+    With ``binary_weight``, each prefix also gets a term for the binary encoding, where both
+    sides are cut to sign bits: the student's soft signs (``tanh`` of its scaled components)
+    must agree with the teacher's sign bits, and, with a score term, the listwise KL is also
+    taken over sign-bit scores of the pool. Float cosine says nothing about components near
+    zero, which flip bits; this term pushes them to the teacher's side.
     """
+    if score_loss not in SCORE_LOSSES:
+        raise ValueError(f"score_loss {score_loss!r} is none of {', '.join(SCORE_LOSSES)}")
     total = student.new_zeros(())
     per_dim: dict[int, float] = {}
     pool = teacher if negatives is None else torch.cat([teacher, negatives])
@@ -59,7 +77,15 @@ def matryoshka_loss(
             logits = s_d @ pool_d.T / temperature
             total = total + contrastive_weight * F.cross_entropy(logits, labels)
         if score_weight:
-            total = total + score_weight * _score_kl(s_d, t_d, pool_d, score_temperature)
+            if score_loss == "kl":
+                term = _score_kl(s_d, t_d, pool_d, score_temperature)
+            else:
+                term = _margin_mse(s_d, t_d, pool_d)
+            total = total + score_weight * term
+        if binary_weight:
+            total = total + binary_weight * _binary_term(
+                s_d, t_d, pool_d if score_weight else None, binary_sharpness, score_temperature
+            )
     if mse_weight:
         total = total + mse_weight * F.mse_loss(
             F.normalize(student, dim=1), F.normalize(teacher, dim=1)
@@ -67,13 +93,56 @@ def matryoshka_loss(
     return total, per_dim
 
 
+def _own_columns(rows: int, cols: int, device: torch.device) -> torch.Tensor:
+    """Mask of each row's own pool column: the pool starts with the batch's teacher rows."""
+    own = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+    own[torch.arange(rows), torch.arange(rows)] = True
+    return own
+
+
+def _kl_of_scores(s_scores: torch.Tensor, t_scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(teacher ‖ student) of the row softmaxes of two score matrices over the same pool,
+    leaving out each row's own column (i, i)."""
+    own = _own_columns(len(s_scores), s_scores.shape[1], s_scores.device)
+    s_log = F.log_softmax((s_scores / tau).masked_fill(own, float("-inf")), dim=1)
+    t_log = F.log_softmax((t_scores / tau).masked_fill(own, float("-inf")), dim=1)
+    kl = t_log.exp() * (t_log - s_log)
+    return kl.masked_fill(own, 0.0).sum(dim=1).mean()
+
+
 def _score_kl(
     s_d: torch.Tensor, t_d: torch.Tensor, pool_d: torch.Tensor, tau: float
 ) -> torch.Tensor:
     """KL(teacher ‖ student) of the softmax over ``pool_d``, leaving out each row's own (i, i)."""
-    own = torch.zeros(len(s_d), len(pool_d), dtype=torch.bool, device=s_d.device)
-    own[torch.arange(len(s_d)), torch.arange(len(s_d))] = True
-    s_log = F.log_softmax((s_d @ pool_d.T / tau).masked_fill(own, float("-inf")), dim=1)
-    t_log = F.log_softmax((t_d @ pool_d.T / tau).masked_fill(own, float("-inf")), dim=1)
-    kl = t_log.exp() * (t_log - s_log)
-    return kl.masked_fill(own, 0.0).sum(dim=1).mean()
+    return _kl_of_scores(s_d @ pool_d.T, t_d @ pool_d.T, tau)
+
+
+def _margin_mse(s_d: torch.Tensor, t_d: torch.Tensor, pool_d: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the margins score(own row) - score(other row), student
+    against teacher, over every other pool row."""
+    s_scores, t_scores = s_d @ pool_d.T, t_d @ pool_d.T
+    rows = torch.arange(len(s_d), device=s_d.device)
+    s_margin = s_scores[rows, rows].unsqueeze(1) - s_scores
+    t_margin = t_scores[rows, rows].unsqueeze(1) - t_scores
+    own = _own_columns(len(s_d), pool_d.shape[0], s_d.device)
+    return (s_margin - t_margin).pow(2).masked_fill(own, 0.0).sum() / max(1, (~own).sum())
+
+
+def _binary_term(
+    s_d: torch.Tensor,
+    t_d: torch.Tensor,
+    pool_d: torch.Tensor | None,
+    sharpness: float,
+    tau: float,
+) -> torch.Tensor:
+    """1 - cos(soft signs of the student, sign bits of the teacher); with a pool, plus the KL
+    of the sign-bit scores (what binary search ranks by) over the pool."""
+    scale = sharpness * s_d.shape[1] ** 0.5  # unit-vector components are ~1/sqrt(d)
+    soft = torch.tanh(s_d * scale)
+    bits = torch.sign(t_d)
+    term = 1.0 - F.cosine_similarity(soft, bits, dim=1).mean()
+    if pool_d is not None:
+        d = s_d.shape[1]
+        pool_bits = torch.sign(pool_d)
+        term = term + _kl_of_scores(soft @ pool_bits.T / d, bits @ pool_bits.T / d, tau)
+    return term
