@@ -151,6 +151,21 @@ def test_infinity_model_dir_holds_the_model_and_only_our_onnx_export(tmp_path, s
     } == {p.name for p in out.iterdir()}
 
 
+def test_infinity_model_dir_cuts_max_positions_to_the_served_tokens(tmp_path, student_dir):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    served = json.loads((student_dir / "config.json").read_text())
+    assert served["max_position_embeddings"] > 128
+    out = peers.infinity_model_dir(student_dir, onnx, tmp_path / "peer", max_tokens=128)
+    config = json.loads((out / "config.json").read_text())
+    assert not (out / "config.json").is_symlink()
+    assert config == {**served, "max_position_embeddings": 128}
+    # the real model directory is untouched, and a larger limit changes nothing
+    assert json.loads((student_dir / "config.json").read_text()) == served
+    again = peers.infinity_model_dir(student_dir, onnx, tmp_path / "peer2", max_tokens=100_000)
+    assert json.loads((again / "config.json").read_text()) == served
+
+
 def test_unknown_peer_is_refused_before_anything_starts(tmp_path):
     cfg = QueryBenchConfig(peers=["naive_st", "infinity_gpu"], out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown peers"):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import signal
 import socket
@@ -144,15 +145,32 @@ def find_infinity(explicit: str | None) -> Path | None:
     return default if default.is_file() and os.access(default, os.X_OK) else None
 
 
-def infinity_model_dir(model_dir: Path, onnx_file: Path, out: Path) -> Path:
+def infinity_model_dir(
+    model_dir: Path, onnx_file: Path, out: Path, max_tokens: int | None = None
+) -> Path:
     """`out`: `model_dir`'s files (symlinked) plus `model.onnx` (the given export), for
     Infinity's optimum engine, which loads the one ``.onnx`` file it finds there and writes its
-    optimized graph beside it (so never into the real model directory)."""
+    optimized graph beside it (so never into the real model directory).
+
+    With `max_tokens`, `config.json` is a copy whose `max_position_embeddings` is at most
+    `max_tokens`: that engine truncates its inputs at `max_position_embeddings` tokens (not at
+    the model's `max_seq_length`), which for MPNet/RoBERTa-style models is 2 more than their
+    position table holds (padding offset), so its start-up warm-up at 512 tokens fails with
+    "indices element out of data bounds" (all-mpnet-base-v2: exit code 3). Cutting it to the
+    tokens aegis-serve serves makes it start and truncate where aegis-serve does."""
     out.mkdir(parents=True, exist_ok=True)
     for entry in model_dir.iterdir():
         if entry.name == "onnx" or entry.suffix == ".onnx":
             continue  # only our export: the same graph (and precision) as the onnx backend
         target = out / entry.name
+        if max_tokens and entry.name == "config.json":
+            config = json.loads(entry.read_text(encoding="utf-8"))
+            limit = config.get("max_position_embeddings")
+            if isinstance(limit, int) and limit > max_tokens:
+                config["max_position_embeddings"] = max_tokens
+            target.unlink(missing_ok=True)
+            target.write_text(json.dumps(config, indent=2), encoding="utf-8")
+            continue
         if not target.exists():
             target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     link = out / "model.onnx"
@@ -161,14 +179,15 @@ def infinity_model_dir(model_dir: Path, onnx_file: Path, out: Path) -> Path:
     return out
 
 
-def onnx_export(model_dir: Path) -> Path:
+def onnx_export(model_dir: Path) -> tuple[Path, int]:
     """The cached ONNX export of `model_dir`'s transformer (the `onnx` backend's own file;
-    needs the `onnx` extra, else BackendUnavailable)."""
+    needs the `onnx` extra, else BackendUnavailable) and the tokens per input it serves."""
     from aegis_serve.models.embedder import Embedder
     from aegis_serve.models.onnx_runtime import prepared_model
 
     emb = Embedder(model_dir)
-    return prepared_model(emb.model, emb.cfg.transformer_dir, "onnx", emb.max_tokens)
+    path = prepared_model(emb.model, emb.cfg.transformer_dir, "onnx", emb.max_tokens)
+    return path, emb.max_tokens
 
 
 def start_infinity(
@@ -311,17 +330,21 @@ def start_infinity_peers(
                 return None, [f"{name} skipped: its optimum engine pools by mean or cls only, "
                               f"the model by {pooling}"]  # fmt: skip
             try:
-                onnx = onnx_export(model_dir)
+                onnx, max_tokens = onnx_export(model_dir)
             except Exception as exc:  # the onnx extra missing, or the export failing
                 return None, [f"{name} skipped: no ONNX export ({str(exc).splitlines()[0]})"]
-            peer_dir = infinity_model_dir(model_dir, onnx, scratch / f"{model_dir.name}-onnx")
+            peer_dir = infinity_model_dir(
+                model_dir, onnx, scratch / f"{model_dir.name}-onnx", max_tokens
+            )
         try:
             peer = start_infinity(binary, peer_dir, threads, engine=engine, pooling=pooling)
         except (RuntimeError, OSError) as exc:
             return None, [f"{name} failed to start: {str(exc).splitlines()[0]}"]
         how = "--engine torch --no-bettertransformer" if engine == "torch" else (
             f"--engine optimum --pooling-method {pooling} (ONNX Runtime CPU, its graph optimizer "
-            "on; the fp32 ONNX export aegis-serve's onnx backend runs)"
+            "on; the fp32 ONNX export aegis-serve's onnx backend runs; config.json's "
+            "max_position_embeddings cut to the tokens aegis-serve serves, where its optimum "
+            "engine truncates)"
         )  # fmt: skip
         said.append(f"{name}: `infinity_emb v2 {how} --device cpu`, REST /embeddings (base64)")
         if "Optimization failed" in " ".join(peer.output.split()):
