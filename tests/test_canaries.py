@@ -126,7 +126,7 @@ def test_shipped_models_carry_canaries_that_agree():
     canaries, far above the gateway's default threshold."""
     doc = load_canaries(resolve_model("builtin:document"), 768)
     assert doc is not None and doc.texts == DEFAULT_CANARY_TEXTS
-    for spec in ("builtin:query-linear", "builtin:query-exit2"):
+    for spec in ("builtin:query-leaf", "builtin:query-linear", "builtin:query-exit2"):
         model_dir = resolve_model(spec)
         own = load_canaries(model_dir, 768)
         assert own is not None, spec

@@ -415,13 +415,21 @@ def test_layer_exit_student_of_the_teacher_packs_without_its_shared_embeddings(
     assert query_dir.is_relative_to(tmp_path / "cache")
     assert resolve.resolve_model("builtin:query-exit2", progress=False) == query_dir
     np.testing.assert_array_equal(Embedder(query_dir).embed(texts[:5]), served.embed(texts[:5]))
-    # The default query model is the one safe on questions: the LS-aligned MiniLM.
     linear = resolve.resolve_model("builtin:query-linear", progress=False)
     assert linear.name == "all-minilm-l6-v2-aligned" and linear.is_relative_to(tmp_path / "cache")
-    assert resolve.resolve_model("builtin:query", progress=False) == linear
     monkeypatch.setattr(resolve, "DISTILLED_DIR", tmp_path / "absent")
     with pytest.raises(ValueError, match="builtin:query-exit2: this checkout has no complete"):
         resolve.resolve_model("builtin:query-exit2", progress=False)
+    # builtin:query-leaf is completed the same way from its own committed directory.
+    monkeypatch.setattr(resolve, "LEAF_DIR", packed)
+    leaf = resolve.resolve_model("builtin:query-leaf", progress=False)
+    np.testing.assert_array_equal(Embedder(leaf).embed(texts[:5]), served.embed(texts[:5]))
+    # The default query model is the suite's dev-split winner: the trained MiniLM.
+    assert resolve.DEFAULT_QUERY == "builtin:query-leaf"
+    assert resolve.resolve_model("builtin:query", progress=False) == leaf
+    monkeypatch.setattr(resolve, "LEAF_DIR", tmp_path / "absent")
+    with pytest.raises(ValueError, match="builtin:query-leaf: this checkout has no complete"):
+        resolve.resolve_model("builtin:query-leaf", progress=False)
 
     # A teacher whose table changed must be refused, not silently mixed in.
     other = tmp_path / "other-teacher"

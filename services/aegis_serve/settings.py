@@ -55,7 +55,7 @@ class EncoderSettings(CommonSettings):
 
     model: str = Field(
         description="model directory, or builtin:query, builtin:document, builtin:query-linear, "
-        "builtin:query-exit2"
+        "builtin:query-exit2, builtin:query-leaf"
     )
     role: Literal["query", "document"] = Field(description="the pool this replica serves")
     port: int = Field(50061, ge=0, le=65535, description="0 = pick a free port")
@@ -181,7 +181,7 @@ class GatewaySettings(CommonSettings):
     query_model: str = Field(
         "builtin:query",
         description=f"embedded query pool (--query {EMBEDDED}): model directory, builtin:query, "
-        "builtin:query-linear or builtin:query-exit2",
+        "builtin:query-linear, builtin:query-exit2 or builtin:query-leaf",
     )
     query_backend: Literal["auto"] | Backend = Field(
         "auto",

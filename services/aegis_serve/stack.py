@@ -45,7 +45,7 @@ class StackSettings(CommonSettings):
     query_model: str = Field(
         "builtin:query",
         description="query pool model: a directory, builtin:query (the default student), "
-        "builtin:query-linear or builtin:query-exit2",
+        "builtin:query-linear, builtin:query-exit2 or builtin:query-leaf",
     )
     document_model: str = Field(
         "builtin:document", description="document pool model: a directory or builtin:document"

@@ -41,7 +41,8 @@ def strip_shared(model_dir: Path, source_dir: Path, source_spec: str, out: Path)
             shared[name]["sha256"] = tensor_sha256(t)
     if not shared:
         raise SharedWeightsError(f"{model_dir} shares no tensor with {source_dir}")
-    copy_tree(model_dir, out, skip=frozenset({WEIGHTS, SHARED_FILE}))
+    # (the resumable training state is not part of the model: hundreds of MB of optimizer)
+    copy_tree(model_dir, out, skip=frozenset({WEIGHTS, SHARED_FILE, "checkpoint.pt"}))
     save_file({k: v for k, v in weights.items() if k not in shared}, str(out / WEIGHTS))
     manifest = {"source": source_spec, "tensors": shared}
     (out / SHARED_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
