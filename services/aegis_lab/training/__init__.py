@@ -11,6 +11,11 @@ import argparse
 # the distilled student's Dense starts from it.
 from aegis_serve.models.student import ALIGNED_WEIGHTS as LS_DENSE
 
+# The cross-space score term's forms (losses.matryoshka_loss): listwise KL of the softmaxed
+# scores, or Margin-MSE (Hofstätter et al. 2020) of the margins between a text's own teacher
+# vector and each other pool row.
+SCORE_LOSSES = ("kl", "margin-mse")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``aegis-lab distill`` (shared by ``python -m aegis_lab.training.distill``)."""
@@ -60,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--score-loss",
-        choices=("kl", "margin-mse"),
+        choices=SCORE_LOSSES,
         default="kl",
         help="the score term's form: listwise KL, or Margin-MSE of own-vs-other margins",
     )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from aegis_lab.embedding_cache import cache_teacher_embeddings, embedding_cache_path
-from aegis_lab.training import LS_DENSE
+from aegis_lab.training import LS_DENSE, SCORE_LOSSES
 from aegis_lab.training.corpus import load_corpus
 from aegis_lab.training.dev import DevCheck, DevSet, DevTexts, embed_dev_sets, read_dev_sets
 from aegis_lab.training.loop import Paused, Trainer, split_corpus
@@ -191,8 +191,6 @@ def teacher_targets(
 
 def check_config(cfg: DistillConfig) -> None:
     """Refuse settings that cannot work together, before anything loads."""
-    from aegis_lab.training.losses import SCORE_LOSSES
-
     if cfg.score_loss not in SCORE_LOSSES:
         raise ValueError(f"--score-loss {cfg.score_loss!r} is none of {', '.join(SCORE_LOSSES)}")
     if cfg.mined < 0 or cfg.neighbours < 0 or cfg.negatives < 0:

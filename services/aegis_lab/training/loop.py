@@ -282,7 +282,7 @@ class Trainer:
         """The training texts whose teacher vectors the student's vectors of this batch score
         highest (``cfg.mined`` per text), the batch itself left out."""
         if self._mine_matrix is None:
-            train = self.data.target[self.data.train_idx][:, :MINE_DIMS]
+            train = self.data.target[:, :MINE_DIMS][self.data.train_idx]  # the prefix only
             self._mine_matrix = torch.nn.functional.normalize(
                 train.to(self.device, torch.float32), dim=1
             )

@@ -11,12 +11,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SCORE_LOSSES", "matryoshka_loss"]
+from aegis_lab.training import SCORE_LOSSES
 
-# The cross-space score term's forms: listwise KL of the softmaxed scores, or Margin-MSE
-# (Hofstätter et al. 2020) of the score margins between a text's own teacher vector and each
-# other pool row.
-SCORE_LOSSES = ("kl", "margin-mse")
+__all__ = ["SCORE_LOSSES", "matryoshka_loss"]
 
 
 def matryoshka_loss(

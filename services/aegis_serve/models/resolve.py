@@ -65,11 +65,6 @@ def committed_student_dir(asset: Path, progress: bool = True) -> Path | None:
     return asset if manifest is None else _completed_student(asset, manifest, progress)
 
 
-def distilled_student_dir(progress: bool = True) -> Path | None:
-    """The committed exit-2 student (``builtin:query-exit2``), if complete here."""
-    return committed_student_dir(DISTILLED_DIR, progress)
-
-
 def _completed_student(asset: Path, manifest: dict[str, object], progress: bool) -> Path:
     """The committed student plus its shared tensors from their source, built once."""
     from aegis_serve.cache import cache_dir, cached_build
