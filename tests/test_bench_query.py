@@ -195,9 +195,12 @@ def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everythin
     assert all(set(r) >= ROW_KEYS for r in rows)
     assert all(r["errors"] == 0 and r["requests"] > 0 and r["queries_per_s"] > 0 for r in rows)
     systems = {(r["system"], r["concurrency"]) for r in rows}
-    assert systems == {("in_process", 1), ("in_process_batched", 1), ("gateway_2proc", 4)} | {
-        (s, c) for s in ("encoder", "gateway", "gateway_embedded", "naive_st") for c in (1, 4)
-    }
+    assert systems == {
+        ("in_process", 1),
+        ("in_process_batched", 1),
+        ("grpc_floor", 1),
+        ("gateway_2proc", 4),
+    } | {(s, c) for s in ("encoder", "gateway", "gateway_embedded", "naive_st") for c in (1, 4)}
     batched = next(r for r in rows if r["system"] == "in_process_batched")
     assert batched["batch_size"] == 32 and batched["requests"] == 1  # 20 queries: one batch
     split = next(r for r in rows if r["system"] == "gateway_2proc")
@@ -209,6 +212,11 @@ def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everythin
         assert ratios[f"{gw}_vs_naive_st_qps"] > 0 and ratios[f"{gw}_vs_in_process_batched_qps"] > 0
         assert isinstance(ratios[f"{gw}_p50_minus_in_process_p50_ms"], float)
     assert ratios["gateway_2proc_vs_gateway_qps"] > 0
+    gateway_one = next(r for r in rows if r["system"] == "gateway" and r["concurrency"] == 1)
+    assert 0 < ratios["grpc_floor_p50_ms"] < gateway_one["p50_ms"]
+    # one in flight runs in alternating rounds: every system got all its requests
+    singles = [r for r in rows if r["concurrency"] == 1 and r["system"] != "in_process_batched"]
+    assert len(singles) == 6 and all(r["requests"] == 20 for r in singles)
     assert ratios["gateway_embedded_vs_gateway_qps"] > 0
     assert any(n.startswith("infinity_torch, infinity_onnx skipped") for n in data["notes"])
 
@@ -218,6 +226,7 @@ def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everythin
     assert "gateway_embedded vs naive_st at 4 in flight" in md
     assert "gateway vs infinity at 4 in flight: not measured" in md
     assert "embedded vs remote query pool at 4 in flight" in md
+    assert "one bare gRPC round trip" in md and "≤ 0.5 ms target" in md
     assert "infinity_onnx skipped" in md and "query pool split at 4 in flight" in md
     assert (tmp_path / "docs/results/query_path.png").stat().st_size > 10_000
 

@@ -282,13 +282,16 @@ class Gateway:
                 )
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
 
-        tasks = [asyncio.create_task(call(r, i * chunk)) for i, r in enumerate(requests)]
-        try:
-            parts = list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:  # a failed chunk fails the request: free the others' slots
-                task.cancel()
-            raise
+        if len(requests) == 1:  # the common case: no task to create and schedule
+            parts = [await call(requests[0], 0)]
+        else:
+            tasks = [asyncio.create_task(call(r, i * chunk)) for i, r in enumerate(requests)]
+            try:
+                parts = list(await asyncio.gather(*tasks))
+            except BaseException:
+                for task in tasks:  # a failed chunk fails the request: free the others' slots
+                    task.cancel()
+                raise
         for req, part in zip(requests, parts, strict=True):
             if part.matrix.ndim != 2 or part.rows != len(req.texts):
                 raise ServiceError(grpc.StatusCode.INTERNAL, "encoder returned a malformed matrix")
