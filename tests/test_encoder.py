@@ -74,7 +74,6 @@ class SlowRunner:
         self.oom_above = oom_above
         self.seen: list[list[int]] = []
         self.fail_marker: int | None = None
-        self.threads: list[str] = []
 
     def collate(self, items):
         return [it.ids[0] for it in items]
@@ -86,7 +85,6 @@ class SlowRunner:
         if self.fail_marker is not None and self.fail_marker in batch:
             raise RuntimeError("boom")
         self.seen.append(list(batch))
-        self.threads.append(threading.current_thread().name)
         return np.asarray([[float(i), 1.0] for i in batch], dtype=np.float32)
 
 
@@ -122,33 +120,6 @@ def test_cancelled_and_expired_requests_never_reach_the_model():
     runner = asyncio.run(run())
     reached = [m for batch in runner.seen for m in batch]
     assert reached == [1, 5]
-
-
-def test_a_lone_short_text_runs_inline_and_everything_else_on_the_model_thread():
-    """The low-load fast path: one short text with nothing queued skips the thread hop; a
-    long text, or a batch while others wait, still goes to the model thread."""
-
-    def tokens(marker: int, n: int) -> list[TokenizedText]:
-        return [TokenizedText(ids=[marker] + [0] * (n - 1), prompt_tokens=0,
-                              original_tokens=n, truncated=False)]  # fmt: skip
-
-    async def run() -> tuple[SlowRunner, Batcher]:
-        runner = SlowRunner(delay=0.05)
-        batcher = Batcher(runner, 2, max_batch_texts=1, inline_max_tokens=4)
-        batcher.start()
-        assert (await batcher.submit(tokens(1, 4))).rows[0, 0] == 1  # lone, short: inline
-        assert (await batcher.submit(tokens(2, 5))).rows[0, 0] == 2  # too long: model thread
-        # Three at once, one text per batch: the first two leave others queued (model
-        # thread); the last one is alone by then (inline).
-        done = await asyncio.gather(*(batcher.submit(tokens(m, 3)) for m in (3, 4, 5)))
-        assert [j.rows[0, 0] for j in done] == [3, 4, 5]
-        await batcher.close()
-        return runner, batcher
-
-    runner, batcher = asyncio.run(run())
-    on_loop = [t == threading.main_thread().name for t in runner.threads]
-    assert on_loop == [True, False, False, False, True]
-    assert batcher.stats.inline_batches == 2
 
 
 def test_full_queue_sheds_load():

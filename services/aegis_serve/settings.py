@@ -77,13 +77,6 @@ class EncoderSettings(CommonSettings):
     max_queue_texts: int = Field(4096, ge=1, description="queued texts before RESOURCE_EXHAUSTED")
     max_texts_per_request: int = Field(2048, ge=1, description="texts per Encode call")
     batch_wait_ms: float = Field(0.0, ge=0, description="extra wait to grow a batch")
-    inline_max_tokens: int = Field(
-        64,
-        ge=0,
-        description="a lone text of at most this many tokens, with nothing else queued, runs "
-        "on the event loop instead of the model thread (saves a thread hop at low load); "
-        "0 = always the model thread",
-    )
     max_input_tokens: int = Field(
         0, ge=0, description="tokens per text, capped below the model's own limit; 0 = model's"
     )
@@ -201,7 +194,6 @@ class GatewaySettings(CommonSettings):
     query_max_batch_texts: int = _embedded("max_batch_texts")
     query_max_queue_texts: int = _embedded("max_queue_texts")
     query_batch_wait_ms: float = _embedded("batch_wait_ms")
-    query_inline_max_tokens: int = _embedded("inline_max_tokens")
     query_max_input_tokens: int = _embedded("max_input_tokens")
 
     _split_q = field_validator("query", "document", "auth_tokens", mode="before")(_split_targets)
@@ -257,7 +249,6 @@ class GatewaySettings(CommonSettings):
             threads=self.query_threads, max_batch_tokens=self.query_max_batch_tokens,
             max_batch_texts=self.query_max_batch_texts,
             max_queue_texts=self.query_max_queue_texts, batch_wait_ms=self.query_batch_wait_ms,
-            inline_max_tokens=self.query_inline_max_tokens,
             max_input_tokens=self.query_max_input_tokens, max_texts_per_request=self.max_inputs,
             max_request_tokens=0,  # the gateway sends its budget with every call (protocol.py)
             metrics_port=0, log_level=self.log_level, log_json=self.log_json,

@@ -6,10 +6,7 @@ Every iteration takes the pending texts of the oldest request's depth, sorts the
 length (little padding), cuts them into batches whose *padded* size fits the token budget,
 and runs the batch holding the oldest text (fairness). Texts of cancelled or expired
 requests are dropped before they reach the model. One model thread runs the forwards,
-so the event loop keeps accepting and tokenizing requests meanwhile — except a lone short
-text with nothing else queued (`inline_max_tokens`), the low-load case: there is nothing to
-overlap with, and handing it to the model thread and back cost ~0.5 ms of a 3 ms query on
-the 2-core VM (docs/benchmarks.md, query path).
+so the event loop keeps accepting and tokenizing requests meanwhile.
 """
 
 from __future__ import annotations
@@ -94,7 +91,6 @@ class BatcherStats:
     padded_tokens: int = 0
     dropped_texts: int = 0
     split_batches: int = 0
-    inline_batches: int = 0  # run on the event loop (a lone short text, nothing queued)
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,6 @@ class Batcher:
         max_batch_texts: int = 256,
         max_queue_texts: int = 4096,
         wait_s: float = 0.0,
-        inline_max_tokens: int = 0,
         observer: BatchObserver | None = None,
     ) -> None:
         self.runner = runner
@@ -185,7 +180,6 @@ class Batcher:
         self.max_batch_texts = max_batch_texts
         self.max_queue_texts = max_queue_texts
         self.wait_s = wait_s
-        self.inline_max_tokens = inline_max_tokens
         self.stats = BatcherStats()
         self._pending: list[Slot] = []
         self._seq = 0
@@ -334,11 +328,7 @@ class Batcher:
         items = [s.job.items[s.index] for s in batch]
         loop = asyncio.get_running_loop()
         try:
-            if self._inline(batch):
-                self.stats.inline_batches += 1
-                matrix = self._forward(items, layers)
-            else:
-                matrix = await loop.run_in_executor(self._executor, self._forward, items, layers)
+            matrix = await loop.run_in_executor(self._executor, self._forward, items, layers)
         except Exception as exc:  # the model failed: fail only this batch's requests
             log.exception("batch of %d texts failed", len(batch))
             self._observe(batch, items, layers, start_wall, failed=True)
@@ -366,11 +356,6 @@ class Batcher:
                 job.inference_ns += elapsed
             if job.remaining == 0:
                 job.future.set_result(job)
-
-    def _inline(self, batch: list[Slot]) -> bool:
-        """Run this batch on the event loop: one short text and nothing else waiting, so no
-        request could be accepted or tokenized meanwhile anyway (bounded by its length)."""
-        return len(batch) == 1 and not self._pending and batch[0].length <= self.inline_max_tokens
 
     def _forward(self, items: list[TokenizedText], layers: int) -> np.ndarray:
         """Run on the model thread; halve the batch on out-of-memory instead of failing."""

@@ -49,7 +49,6 @@ async def build_encoder(settings: EncoderSettings, embedder: Embedder | None = N
         max_batch_texts=settings.max_batch_texts,
         max_queue_texts=settings.max_queue_texts,
         wait_s=settings.batch_wait_ms / 1000,
-        inline_max_tokens=settings.inline_max_tokens,
         observer=observer,
     )
     batcher.start()
