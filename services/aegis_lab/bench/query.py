@@ -597,6 +597,12 @@ def _ratio_lines(ratios: dict[str, Any], rows: list[dict[str, Any]], threads: in
                 f"in-process throughput ({qps:,.1f} vs "
                 f"{_qps(rows, 'in_process_batched', 1):,.1f} queries/s, batches of {BATCH})"
             )
+    batched = _qps(rows, "in_process_batched", 1)
+    if inf and batched:
+        lines.append(
+            f"- {inf[0]} at {c} in flight reaches {inf[1] / batched:.0%} of the same model's "
+            f"batched in-process rate: 1.5× it would be {1.5 * inf[1] / batched:.2f}× that rate"
+        )
     embedded = ratios["gateway_embedded_vs_gateway_qps"]
     if embedded is not None:
         lines.append(
