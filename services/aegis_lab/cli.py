@@ -94,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--model", default="builtin:query")
     tb.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
     tb.add_argument("--backend", default="onnx", choices=BACKENDS, help="query encoders' runtime")
-    tb.add_argument("--rounds", type=int, default=6, help="alternating off/on rounds")
+    tb.add_argument("--rounds", type=int, default=8, help="alternating off/on rounds")
     tb.add_argument("--sampling", default="1.0,0.1", help="head-sampling ratios of the on stacks")
     tb.add_argument("--requests", type=int, default=200, help="per round and stack, 1 in flight")
-    tb.add_argument("--throughput-requests", type=int, default=400, help="per round and stack")
+    tb.add_argument("--throughput-requests", type=int, default=1500, help="per round and stack")
     tb.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     tb.add_argument("--out-dir", default="docs")
 
