@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from aegis_lab.bench import peers
-from aegis_lab.bench.query import QueryBenchConfig, run_query_bench
+from aegis_lab.bench.query import QueryBenchConfig, run_query_bench, turns
 
 pytest.importorskip("sentence_transformers")
 
@@ -166,6 +166,11 @@ def test_infinity_model_dir_cuts_max_positions_to_the_served_tokens(tmp_path, st
     assert json.loads((again / "config.json").read_text()) == served
 
 
+def test_turns_keep_each_block_long_enough_for_its_concurrency():
+    assert [turns(2000, c) for c in (1, 8, 64, 256)] == [10, 10, 3, 1]
+    assert turns(5, 1) == 1 and turns(0, 8) == 1
+
+
 def test_unknown_peer_is_refused_before_anything_starts(tmp_path):
     cfg = QueryBenchConfig(peers=["naive_st", "infinity_gpu"], out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown peers"):
@@ -217,6 +222,8 @@ def test_query_bench_with_naive_st_peer_writes_json_markdown_and_stops_everythin
     # one in flight runs in alternating rounds: every system got all its requests
     singles = [r for r in rows if r["concurrency"] == 1 and r["system"] != "in_process_batched"]
     assert len(singles) == 6 and all(r["requests"] == 20 for r in singles)
+    assert {r["rounds"] for r in singles if r["system"] != "in_process"} == {2}  # 20 // 8
+    assert all(r["rounds"] == 1 for r in rows if r["concurrency"] == 4)  # 20 < 4 × 8
     assert ratios["gateway_embedded_vs_gateway_qps"] > 0
     assert any(n.startswith("infinity_torch, infinity_onnx skipped") for n in data["notes"])
 

@@ -6,11 +6,12 @@ service alone (gRPC + batching), and the full path through the gateway in both q
 modes: `gateway` (a remote query pool process, the default) and `gateway_embedded` (the query
 model inside the gateway process, `--query embedded`: no gRPC hop), at concurrency 1
 (latency) and higher (throughput). The processes run as deployed (separate processes on
-127.0.0.1); every run is bounded in requests and seconds. At one in flight the systems take
-turns in rounds (`SINGLE_ROUNDS`), so the VM's drifting speed — it moved the bare model by
-1.4x within an hour — hits every system alike and the overheads over in-process are side
-by side; `grpc_floor` is a bare grpc.health Check on the gateway, the cost of any one Python
-gRPC round trip on the machine, against which those overheads are read.
+127.0.0.1); every run is bounded in requests and seconds. At every concurrency the systems
+take turns in rounds (`turns`: up to SINGLE_ROUNDS, fewer when the requests in flight are
+many), in alternating order, so the VM's drifting speed — it moved the bare model by 1.4x
+within an hour — hits every system alike; `grpc_floor` is a bare grpc.health Check on the
+gateway, the cost of any one Python gRPC round trip on the machine, against which the
+one-in-flight overheads are read.
 
 The same run measures the peers (bench/peers.py) on the same model directory, threads and
 concurrencies: `naive_st` (Sentence-Transformers, one encode per request, no batching)
@@ -86,7 +87,8 @@ PEER_ALIASES = {"naive_st": ("naive_st",), "infinity": INFINITY} | {e: (e,) for 
 GATEWAYS = ("gateway", "gateway_embedded")
 RATIO_CONCURRENCY = 64  # the throughput comparisons' concurrency (else the largest measured)
 BATCH = 32  # in_process_batched: texts per model call
-SINGLE_ROUNDS = 10  # one in flight: every system takes its turn this many times
+SINGLE_ROUNDS = 10  # at most this many turns per system and concurrency (one in flight: all)
+BLOCK_PER_SLOT = 8  # a turn holds at least this many requests per request in flight
 # p50 at one in flight minus in-process p50: the issue's targets per query-pool mode.
 OVERHEAD_TARGET_MS = {"gateway": 1.5, "gateway_embedded": 0.5}
 
@@ -271,39 +273,50 @@ async def _shifted(call: Callable[[int], Any], offset: int, i: int) -> int:
     return await call(i + offset)
 
 
-async def measure_single(
+def turns(requests: int, concurrency: int) -> int:
+    """Rounds for one concurrency: up to SINGLE_ROUNDS, each block at least BLOCK_PER_SLOT
+    requests per request in flight (so filling and draining stay a small part of it)."""
+    return max(1, min(SINGLE_ROUNDS, requests // (concurrency * BLOCK_PER_SLOT)))
+
+
+async def measure_turns(
     cfg: QueryBenchConfig,
     targets: list[tuple[Target, Callable[[int], Any]]],
+    concurrency: int,
     emb: Any,
     texts: list[str],
 ) -> list[dict[str, Any]]:
-    """One in flight, in turns: each of SINGLE_ROUNDS rounds gives every system (in-process
-    first) its share of the requests and seconds, so all see the same machine."""
-    rounds = max(1, min(SINGLE_ROUNDS, cfg.requests))
+    """The systems at one concurrency, in turns: each round gives every system (in-process
+    first at one in flight, the others in alternating order) its share of the requests and
+    seconds, so all see the same machine; a system's row sums its rounds."""
+    rounds = turns(cfg.requests, concurrency)
     per, seconds = max(1, cfg.requests // rounds), cfg.max_seconds / rounds
     parts: dict[str, list[LoadResult]] = {t.system: [] for t, _ in targets}
     floor: list[LoadResult] = []
-    for r in tqdm(range(rounds), desc="1 in flight (rounds)", disable=not cfg.progress,
-                  leave=False):  # fmt: skip
+    for r in tqdm(range(rounds), desc=f"{concurrency} in flight (rounds)",
+                  disable=not cfg.progress, leave=False):  # fmt: skip
         offset = r * per
-        if emb is not None:
+        if emb is not None and concurrency == 1:
             floor.append(in_process_latencies(emb, texts[offset : offset + per], seconds))
-        for target, call in targets:
+        for target, call in targets if r % 2 == 0 else targets[::-1]:
             shifted = functools.partial(_shifted, call, offset)
-            result = await run_load(shifted, per, 1, max_seconds=seconds, progress=False)
+            result = await run_load(shifted, per, concurrency, max_seconds=seconds,
+                                    progress=False)  # fmt: skip
             parts[target.system].append(result)
     rows = [_row("in_process", 1, _merge(floor))] if floor else []
     extras = {t.system: t.extra for t, _ in targets}
-    rows += [_row(system, 1, _merge(p), **extras[system]) for system, p in parts.items()]
+    rows += [
+        _row(system, concurrency, _merge(p), rounds=rounds, **extras[system])
+        for system, p in parts.items()
+    ]
     return rows
 
 
 async def measure(
     cfg: QueryBenchConfig, targets: list[Target], emb: Any, texts: list[str]
 ) -> list[dict[str, Any]]:
-    """For each concurrency, every system in turn (one loaded at a time, the others idle), so
-    slow drift in a shared machine's background load hits all alike; at one in flight in
-    rounds (measure_single)."""
+    """For each concurrency, the systems in turns (measure_turns: one loaded at a time, the
+    others idle), so drift in a shared machine's speed hits all alike."""
     rows: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
         calls = [
@@ -317,16 +330,9 @@ async def measure(
                 (t, c) for t, c in zip(targets, calls, strict=True)
                 if conc in (t.concurrency or cfg.concurrency)
             ]  # fmt: skip
-            if conc == 1:
-                if emb is not None:
-                    rows.append(bench_in_process_batched(cfg, emb, texts))
-                rows += await measure_single(cfg, active, emb, texts)
-                continue
-            for target, call in active:
-                res = await run_load(call, cfg.requests, conc, max_seconds=cfg.max_seconds,
-                                     label=f"{target.system} c={conc}",
-                                     progress=cfg.progress)  # fmt: skip
-                rows.append(_row(target.system, conc, res, **target.extra))
+            if conc == 1 and emb is not None:
+                rows.append(bench_in_process_batched(cfg, emb, texts))
+            rows += await measure_turns(cfg, active, conc, emb, texts)
     if emb is not None and 1 not in cfg.concurrency:
         rows.append(bench_in_process(cfg, emb, texts))
         rows.append(bench_in_process_batched(cfg, emb, texts))
@@ -656,8 +662,9 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
              f"- machine: {machine}; date: {today()}; model: {model} "
              f"(backend {cfg.backend} in-process, in the encoders and in the embedded gateway; "
              f"peers: their own); threads: {cfg.total_threads} per system (all systems on the "
-             "same cores; for each concurrency the systems are loaded in turn, the others "
-             f"idle; at 1 in flight in {SINGLE_ROUNDS} alternating rounds)"]  # fmt: skip
+             "same cores; at each concurrency the systems take turns, one loaded at a time, the "
+             f"others idle, in up to {SINGLE_ROUNDS} rounds of alternating order: `rounds` "
+             "column)"]  # fmt: skip
     if batched:
         lines.append(
             f"- the model's own ceiling, in-process batches of {BATCH}: "
@@ -703,7 +710,7 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
         markdown_table(rows, [
             ("system", "system"), ("concurrency", "in flight"), ("requests", "requests"),
             ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
-            ("queries_per_s", "queries/s"), ("errors", "errors"),
+            ("queries_per_s", "queries/s"), ("errors", "errors"), ("rounds", "rounds"),
         ]),
         "",
         "![query path](results/query_path.png)",
