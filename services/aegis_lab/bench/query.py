@@ -18,9 +18,8 @@ concurrencies: `naive_st` (Sentence-Transformers, one encode per request, no bat
 and Infinity on each of its CPU engines, `infinity_torch` and `infinity_onnx` (infinity-emb
 from its own venv; skipped, with a note, when not installed); and `gateway_2proc`: the
 gateway over N query processes of threads/N each instead of one process with all the
-threads. All servers are started first; then, for each concurrency, each system is loaded in
-turn while the others sit idle (interleaved, so a shared machine's changing background load
-is spread over all systems rather than one). Ratios against Infinity are taken against
+threads. All servers are started first; then, for each concurrency, the systems take their
+turns as above (one loaded at a time, the others idle). Ratios against Infinity are taken against
 whichever of its engines was faster at that concurrency.
 
 Rows of docs/results/query_path.json: system is in_process | in_process_batched | grpc_floor |
@@ -167,7 +166,8 @@ def in_process_latencies(emb: Any, texts: list[str], max_seconds: float) -> Load
 
 
 def bench_in_process(cfg: QueryBenchConfig, emb: Any, texts: list[str]) -> dict[str, Any]:
-    """The floor on its own (measure_single takes turns with the other systems instead)."""
+    """The floor on its own, when no run is at one in flight (measure_turns otherwise takes
+    turns with the other systems)."""
     return _row("in_process", 1, in_process_latencies(emb, texts[: cfg.requests], cfg.max_seconds))
 
 
