@@ -12,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from transformers import BertConfig, BertModel
 
 from aegis_client import EmbedClient
 from aegis_lab.random_aegis import write_aegis_embed_dir
+from aegis_serve.models import onnx_export
 from aegis_serve.models.embedder import Embedder
+from aegis_serve.models.onnx_export import export_best, parity_error
 from aegis_serve.models.resolve import resolve_model
 from aegis_serve.models.st_dir import ModelDirError
 
@@ -82,6 +86,44 @@ def test_encoder_and_gateway_serve_the_onnx_backend(stack, backends) -> None:
         info = client.info()
     assert np.allclose(got.embeddings, emb.embed(TEXTS), atol=1e-5)
     assert {p.device for p in info.pools} == {"cpu (onnx)"}
+
+
+def test_onnx_backends_run_the_fused_graph(backends) -> None:
+    """The BERT-family student gets ONNX Runtime's fused attention and embeddings, also under
+    int8 weights (the vectors are checked against torch above)."""
+    for backend in ("onnx", "onnx-int8"):
+        graph = backends[backend].describe()["onnx_graph"]
+        assert graph.startswith("fused (Attention 6,") and "EmbedLayerNormalization 1" in graph
+    assert backends["onnx-int8"].describe()["onnx_graph"].endswith("int8 weights")
+
+
+def _tiny_bert() -> torch.nn.Module:
+    config = BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def test_export_falls_back_to_dynamo_when_fusion_fails_parity(tmp_path: Path, monkeypatch) -> None:
+    model = _tiny_bert()
+    fused = tmp_path / "fused.onnx"
+    assert export_best(model, fused, 64, tmp_path).startswith("fused (Attention 2,")
+    assert parity_error(model, fused) < onnx_export.MAX_PARITY_ERROR
+    monkeypatch.setattr(onnx_export, "MAX_PARITY_ERROR", -1.0)  # no graph can pass now
+    plain = tmp_path / "plain.onnx"
+    assert export_best(model, plain, 64, tmp_path) == "dynamo"
+    assert parity_error(model, plain) < 1e-3  # the fallback still serves the same model
+    assert not (tmp_path / "unfused.onnx").exists()
+
+
+def test_export_of_unknown_architectures_is_the_dynamo_graph(tmp_path: Path) -> None:
+    model = _tiny_bert()
+    model.config.model_type = "not-a-bert"
+    path = tmp_path / "model.onnx"
+    assert export_best(model, path, 64, tmp_path) == "dynamo"
+    assert parity_error(model, path) < 1e-3
 
 
 def test_onnx_refuses_models_with_layer_exit(tmp_path: Path) -> None:

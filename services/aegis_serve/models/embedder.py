@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from aegis_serve.models.st_dir import (
     read_st_config,
 )
 from aegis_serve.settings import BACKENDS
+
+if TYPE_CHECKING:
+    from aegis_serve.models.onnx_runtime import OnnxEncoder
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +172,7 @@ class Embedder:
             model = AutoModel.from_pretrained(path, **kwargs)
         return model.to(self.device).eval()
 
-    def _load_onnx(self, threads: int | None) -> object:
+    def _load_onnx(self, threads: int | None) -> OnnxEncoder:
         from aegis_serve.models.onnx_runtime import OnnxEncoder, prepared_model
 
         if len(self.space.layer_options) > 1:
@@ -488,6 +492,7 @@ class Embedder:
             "device": str(self.device),
             "dtype": self.dtype_name,
             "backend": self.backend,
+            **({"onnx_graph": self._onnx.graph} if self._onnx is not None else {}),
             "attention": self.attention,
             "threads": torch.get_num_threads(),
             "pid": os.getpid(),

@@ -1,11 +1,11 @@
 """ONNX Runtime backend for the transformer part of a CPU query model.
 
-The transformer (input_ids, attention_mask → last_hidden_state) is exported once with
-torch's dynamo exporter (dynamic batch and sequence), optionally quantized to int8
-weights with onnxruntime's dynamic quantization, and cached next to the other prepared
-models. Pooling, Dense and Normalize stay in torch (`Embedder._pool` / `_head`), so every
-backend shares the same head code. Only full depth is exported: models offering
-2D-Matryoshka layer exit keep the torch backend.
+The transformer (input_ids, attention_mask → last_hidden_state) is exported once (a fused
+graph where ONNX Runtime knows the architecture, else torch's dynamo export: onnx_export.py),
+optionally quantized to int8 weights with onnxruntime's dynamic quantization, and cached next
+to the other prepared models. Pooling, Dense and Normalize stay in torch (`Embedder._pool` /
+`_head`), so every backend shares the same head code. Only full depth is exported: models
+offering 2D-Matryoshka layer exit keep the torch backend.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from aegis_serve.cache import cache_dir, cached_build
+from aegis_serve.models.onnx_export import export_best, quiet_onnx_tools
 from aegis_serve.models.st_dir import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
+# Bumped when the export changes, so cached graphs of an older export are rebuilt.
+EXPORT_VERSION = 2
+# Beside model.onnx: which export it is (`export_best`), for the model's description.
+GRAPH_NOTE = "graph.txt"
 
 
 class BackendUnavailable(RuntimeError):
@@ -50,52 +54,32 @@ def _require() -> None:
         )
 
 
-class _LastHidden(torch.nn.Module):
-    """Keyword call with the two inputs we feed, returning only last_hidden_state."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-
 def _fingerprint(model_dir: Path, backend: str) -> str:
-    """Changes when the weights, the architecture config, torch or onnxruntime change."""
+    """Changes when the weights, the architecture config, the export, torch or onnxruntime
+    change."""
     import onnxruntime
 
     config = model_dir / "config.json"
     arch = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
-    key = f"{backend}|{torch.__version__}|{onnxruntime.__version__}|{arch}"
+    key = f"{backend}|{EXPORT_VERSION}|{torch.__version__}|{onnxruntime.__version__}|{arch}"
     return hashlib.sha256(f"{key}|{weights_fingerprint(model_dir)}".encode()).hexdigest()[:16]
-
-
-def export(model: torch.nn.Module, path: Path, max_len: int) -> None:
-    """Export `model`'s encoder to ONNX with dynamic batch and sequence axes."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    seq = torch.export.Dim("seq", min=2, max=max(3, max_len))
-    example = torch.ones((2, 8), dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            _LastHidden(model).eval(),
-            (example, example.clone()),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state"],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
-    program.save(str(path))
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
     """int8 weights, activations quantized per call (no calibration data needed)."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    with quiet_onnx_tools():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Shape inference knows no types behind fused contrib ops (Attention,
+            # SkipLayerNormalization): their outputs are float activations.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
 
 
 def prepared_model(model: torch.nn.Module, model_dir: Path, backend: str, max_len: int) -> Path:
@@ -108,12 +92,14 @@ def prepared_model(model: torch.nn.Module, model_dir: Path, backend: str, max_le
         root = tmp / "model"
         root.mkdir()
         log.info("exporting %s to ONNX (once)...", model_dir.name)
-        export(model, root / "model.onnx", max_len)
+        graph = export_best(model, root / "model.onnx", max_len, tmp)
         if backend == "onnx-int8":
             log.info("quantizing %s to int8 weights (once)...", model_dir.name)
             quantize_int8(root / "model.onnx", root / "model-int8.onnx")
             (root / "model.onnx").unlink()
             (root / "model-int8.onnx").rename(root / "model.onnx")
+            graph += ", int8 weights"
+        (root / GRAPH_NOTE).write_text(graph + "\n", encoding="utf-8")
         return root
 
     target = cache_dir() / "onnx" / f"{model_dir.name}-{backend}"
@@ -138,6 +124,8 @@ class OnnxEncoder:
         spin = os.environ.get("AEGIS_ONNX_SPINNING", "1")
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.path = path
+        note = path.parent / GRAPH_NOTE
+        self.graph = note.read_text(encoding="utf-8").strip() if note.is_file() else "unknown"
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
