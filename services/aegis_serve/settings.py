@@ -128,6 +128,16 @@ class GatewaySettings(CommonSettings):
         0, ge=0, description="tokens per Embed request (all chunks together); 0 = no limit"
     )
     max_inflight_requests: int = Field(1024, ge=1, description="Embed/Tokenize being served")
+    query_coalesce_calls: int = Field(
+        2,
+        ge=0,
+        description="Encode calls in flight per remote query replica; requests arriving while "
+        "that many are out wait and go together as one call when one returns (no timer: a lone "
+        "query is sent at once); 0 = every request its own call",
+    )
+    query_coalesce_texts: int = Field(
+        64, ge=2, description="texts per coalesced Encode call to a remote query replica"
+    )
     # Verified space identity (gateway/canary.py).
     canary_interval_s: float = Field(
         300.0,

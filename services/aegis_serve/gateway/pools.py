@@ -32,6 +32,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from aegis.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from aegis_serve.common.errors import ServiceError
 from aegis_serve.encoder.result import Encoded, MalformedResponse
+from aegis_serve.gateway.coalesce import Coalescer
 from aegis_serve.protocol import BACKOFF_TRAILERS
 from aegis_serve.telemetry.instruments import gateway_instruments
 from aegis_serve.telemetry.rpc import inject_metadata, tracer
@@ -158,12 +159,15 @@ class RemoteReplica(Replica):
         target: str,
         channel: grpc.aio.Channel,
         options: Sequence[tuple[str, object]] = (),
+        coalesce_calls: int = 0,
+        coalesce_texts: int = 64,
     ) -> None:
         super().__init__(target)
         self.options = list(options)
         self._use(channel)
         self._calls: set[grpc.aio.Call] = set()
         self._ejected: dict[grpc.aio.Call, str] = {}
+        self.coalescer = Coalescer(self._encode_call, coalesce_calls, coalesce_texts)
 
     def _use(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -195,6 +199,15 @@ class RemoteReplica(Replica):
         timeout: float,
         metadata: Sequence[tuple[str, str]],
     ) -> Encoded:
+        return await self.coalescer.encode(request, timeout, metadata)
+
+    async def _encode_call(
+        self,
+        request: encoder_pb2.EncodeRequest,
+        timeout: float,
+        metadata: Sequence[tuple[str, str]],
+    ) -> Encoded:
+        """One Encode RPC (the coalescer's way out)."""
         call = self.stub.Encode(request, timeout=timeout, metadata=metadata)
         self._calls.add(call)
         try:
@@ -229,9 +242,12 @@ class RemoteReplica(Replica):
         for call in calls:
             self._ejected[call] = why
             call.cancel()
-        return len(calls)
+        # Requests waiting to share a call would otherwise go to this replica next.
+        waiting = self.coalescer.fail_waiting(ServiceError(grpc.StatusCode.UNAVAILABLE, why))
+        return len(calls) + waiting
 
     async def close(self) -> None:
+        await self.coalescer.close()
         await self.channel.close()
 
 
@@ -255,6 +271,8 @@ class Pool:
         max_message_bytes: int,
         credentials: grpc.ChannelCredentials | None = None,
         extra_options: Sequence[tuple[str, object]] = (),
+        coalesce_calls: int = 0,
+        coalesce_texts: int = 64,
     ) -> Pool:
         """A pool of remote replicas, one channel per target (in-process ones are added by
         the caller: see gateway/server.py)."""
@@ -266,7 +284,7 @@ class Pool:
                 if credentials
                 else grpc.aio.insecure_channel(target, options=opts)
             )
-            replicas.append(RemoteReplica(target, channel, opts))
+            replicas.append(RemoteReplica(target, channel, opts, coalesce_calls, coalesce_texts))
         return cls(role=role, replicas=replicas)
 
     # -------------------------------------------------------------- health

@@ -150,7 +150,15 @@ def connect_pools(
     creds = pool_tls.initial if pool_tls else None
     extra = server_name_options(settings.pool_tls_server_name)
     return (
-        Pool.connect("query", settings.remote_query, settings.max_message_bytes, creds, extra),
+        Pool.connect(
+            "query",
+            settings.remote_query,
+            settings.max_message_bytes,
+            creds,
+            extra,
+            settings.query_coalesce_calls,
+            settings.query_coalesce_texts,
+        ),
         Pool.connect("document", settings.document, settings.max_message_bytes, creds, extra),
     )
 
