@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
@@ -102,6 +103,34 @@ def test_requests_waiting_for_a_slot_leave_together_and_get_their_own_rows() -> 
         ]  # fmt: skip
         assert [list(a.token_counts) for a in answers] == [[2, 3], [4], [5]]
         assert co.stats.calls == 2 and co.stats.coalesced_calls == 1 and co.stats.requests == 4
+
+    asyncio.run(run())
+
+
+def test_a_waiting_members_attempt_span_says_how_many_shared_its_call() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")  # not installed globally
+
+    async def traced(co: Coalescer, text: str) -> Any:
+        with trace.use_span(tracer.start_span(f"attempt {text}"), end_on_exit=True) as span:
+            await co.encode(req(text), 5.0, [])
+            return span
+
+    async def run() -> None:
+        send = GatedSend()
+        co = Coalescer(send, max_calls=1)
+        first = asyncio.create_task(traced(co, "a"))
+        await settle()
+        waiting = [asyncio.create_task(traced(co, t)) for t in ("b", "c", "d")]
+        await settle()
+        send.open(0)
+        await settle()
+        send.open(1)
+        spans = [await t for t in waiting]
+        assert [s.attributes["aegis.coalesced_requests"] for s in spans] == [3, 3, 3]
+        assert "aegis.coalesced_requests" not in (await first).attributes  # sent at once
 
     asyncio.run(run())
 

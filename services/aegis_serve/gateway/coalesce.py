@@ -14,7 +14,9 @@ ejected replica) is what each member would have been told alone, so every member
 status and the pool retries it elsewhere as before. A member whose deadline passes stops
 waiting (DEADLINE_EXCEEDED); one cancelled before its call leaves is never sent; a call whose
 members were all cancelled is cancelled. The coalesced call carries the first member's
-metadata (request id, trace context): its encoder spans hang under that member's trace.
+metadata (request id, trace context): its encoder spans hang under that member's trace; the
+attempt span of each member that waited says how many requests shared its call
+(`aegis.coalesced_requests`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry import trace
 
 from aegis.encoder.v1 import encoder_pb2
 from aegis_serve.common.errors import ServiceError
@@ -42,6 +45,7 @@ class _Member:
     deadline: float  # loop time
     metadata: Metadata
     future: asyncio.Future[Encoded]
+    shared_by: int = 1  # requests in the call it left in
 
     @property
     def key(self) -> tuple[str, int]:
@@ -96,15 +100,21 @@ class Coalescer:
         member = _Member(request, loop.time() + timeout, metadata, loop.create_future())
         self._waiting.append(member)
         try:
-            return await asyncio.wait_for(member.future, timeout)
+            encoded = await asyncio.wait_for(member.future, timeout)
         except TimeoutError:
             raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        current = trace.get_current_span()  # the pool's attempt span, when sampled
+        if current.is_recording():
+            current.set_attribute("aegis.coalesced_requests", member.shared_by)
+        return encoded
 
     def _flush(self) -> None:
         """Send what waits, as few calls as the free slots and the text limit allow."""
         self._waiting = [m for m in self._waiting if not m.future.done()]
         while self._waiting and self._in_flight < self.max_calls:
             group = self._take_group()
+            for member in group:
+                member.shared_by = len(group)
             self._in_flight += 1
             self.stats.calls += 1
             self.stats.coalesced_calls += len(group) > 1
