@@ -690,8 +690,10 @@ def summarize(rows: list[dict[str, Any]], cfg: QueryBenchConfig, machine: str, m
     lines += [f"- note: {n}" for n in cfg.notes]
     lines += [
         "- systems: `gateway` = the gateway over one query encoder process (the default, remote "
-        "pool); `gateway_embedded` = one gateway process with the query model inside "
-        "(`--query embedded`: same Encoder core and batcher, no gRPC hop); `naive_st` = "
+        "pool, with its default coalescing: at most 2 Encode calls in flight, queries arriving "
+        "meanwhile share the next call); `gateway_embedded` = one gateway process with the "
+        "query model inside (`--query embedded`: same Encoder core and batcher, no gRPC "
+        "hop); `naive_st` = "
         "`SentenceTransformer(dir).encode([text])` per request behind a sync gRPC server "
         f"({cfg.naive_workers} worker threads, one encode at a time, no batching), same "
         "EncoderService/Encode proto and grpc.aio client as `encoder`; `infinity_torch` / "
