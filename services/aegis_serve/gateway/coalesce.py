@@ -1,6 +1,6 @@
 """Coalescing small Encode calls to one remote replica (opportunistic, no timer).
 
-Each gRPC call costs both Python processes about as much CPU as the 2-layer query model's
+Each gRPC call costs both Python processes about as much CPU as the query model's
 share of a batched forward, so under load the hops, not the model, bound a remote query pool.
 A `Coalescer` lets up to `max_calls` Encode calls be in flight to its replica, each sent the
 moment it arrives, so a lone query waits for nothing. Requests arriving while that many are
