@@ -54,7 +54,7 @@ class _Member:
 
 @dataclass
 class CoalesceStats:
-    """Running totals, for tests and the bench."""
+    """Running totals (read by the tests)."""
 
     calls: int = 0  # Encode calls sent
     coalesced_calls: int = 0  # of which carried more than one request
@@ -172,10 +172,8 @@ class Coalescer:
     def fail_waiting(self, err: ServiceError) -> int:
         """Fail every request still waiting for a call (the replica was ejected: the pool
         retries them elsewhere instead of sending them after the calls it ended)."""
-        waiting = [m for m in self._waiting if not m.future.done()]
-        self._waiting = []
-        _fail(waiting, err)
-        return len(waiting)
+        waiting, self._waiting = self._waiting, []
+        return _fail(waiting, err)
 
     async def close(self) -> None:
         """Fail what waits and cancel the calls in flight (their members fail UNAVAILABLE)."""
@@ -200,8 +198,10 @@ def _rows(encoded: Encoded, offset: int, rows: int) -> Encoded:
     )
 
 
-def _fail(group: list[_Member], exc: BaseException) -> None:
-    """The call's status for every member still waiting (a ServiceError of its own each)."""
+def _fail(group: list[_Member], exc: BaseException) -> int:
+    """The call's status for every member still waiting (a ServiceError of its own each);
+    returns how many that was."""
+    failed = 0
     for member in group:
         if member.future.done():
             continue
@@ -209,6 +209,8 @@ def _fail(group: list[_Member], exc: BaseException) -> None:
             member.future.set_exception(ServiceError(exc.code, exc.message, exc.trailers))
         else:
             member.future.set_exception(exc)
+        failed += 1
+    return failed
 
 
 def _cancel_if_unwanted(

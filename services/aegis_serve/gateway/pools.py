@@ -318,8 +318,8 @@ class Pool:
                     f"replica {replica.target} stopped answering ({detail}); ejected"
                 )
                 if ended:
-                    log.warning("%s replica %s ejected: %d calls in flight sent elsewhere",
-                                self.role, replica.target, ended)  # fmt: skip
+                    log.warning("%s replica %s ejected: %d calls and waiting requests sent "
+                                "elsewhere", self.role, replica.target, ended)  # fmt: skip
         else:
             replica.failed_probes = 0
             held = self.hold(replica, info, replica.healthy) if self.hold else ""
