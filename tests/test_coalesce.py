@@ -65,6 +65,19 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def one_slot_taken(
+    *waiting: str,
+) -> tuple[GatedSend, Coalescer, asyncio.Task[Encoded], list[asyncio.Task[Encoded]]]:
+    """A coalescer whose one slot call 0 ("a") holds, with `waiting` queued behind it."""
+    send = GatedSend()
+    co = Coalescer(send, max_calls=1)
+    busy = asyncio.create_task(co.encode(req("a"), 5.0, []))
+    await settle()
+    queued = [asyncio.create_task(co.encode(req(t), 5.0, [])) for t in waiting]
+    await settle()
+    return send, co, busy, queued
+
+
 def test_a_lone_request_is_sent_at_once_and_unchanged() -> None:
     async def run() -> None:
         send = GatedSend()
@@ -170,12 +183,7 @@ def test_only_requests_with_the_same_answer_either_way_share_a_call() -> None:
 
 def test_a_failed_call_fails_each_member_with_its_status() -> None:
     async def run() -> None:
-        send = GatedSend()
-        co = Coalescer(send, max_calls=1)
-        busy = asyncio.create_task(co.encode(req("a"), 5.0, []))
-        await settle()
-        members = [asyncio.create_task(co.encode(req(t), 5.0, [])) for t in ("b", "c")]
-        await settle()
+        send, _, busy, members = await one_slot_taken("b", "c")
         send.open(0)
         await busy
         await settle()
@@ -194,10 +202,7 @@ def test_a_failed_call_fails_each_member_with_its_status() -> None:
 
 def test_deadlines_and_cancellation_of_waiting_members() -> None:
     async def run() -> None:
-        send = GatedSend()
-        co = Coalescer(send, max_calls=1)
-        busy = asyncio.create_task(co.encode(req("a"), 5.0, []))
-        await settle()
+        send, co, busy, _ = await one_slot_taken()
         late = asyncio.create_task(co.encode(req("late"), 0.05, []))
         gone = asyncio.create_task(co.encode(req("gone"), 5.0, []))
         await settle()
@@ -210,12 +215,7 @@ def test_deadlines_and_cancellation_of_waiting_members() -> None:
         await settle()
         assert len(send.calls) == 1  # neither the expired nor the cancelled one was sent
         # Every member of a call in flight cancelled: the call is cancelled too.
-        co2_send = GatedSend()
-        co2 = Coalescer(co2_send, max_calls=1)
-        blocker = asyncio.create_task(co2.encode(req("x"), 5.0, []))
-        await settle()
-        members = [asyncio.create_task(co2.encode(req(t), 5.0, [])) for t in ("y", "z")]
-        await settle()
+        co2_send, co2, blocker, members = await one_slot_taken("y", "z")
         co2_send.open(0)
         await blocker
         await settle()
@@ -230,12 +230,7 @@ def test_deadlines_and_cancellation_of_waiting_members() -> None:
 
 def test_an_ejected_replica_fails_what_waits_instead_of_sending_it_there() -> None:
     async def run() -> None:
-        send = GatedSend()
-        co = Coalescer(send, max_calls=1)
-        busy = asyncio.create_task(co.encode(req("a"), 5.0, []))
-        await settle()
-        waiting = [asyncio.create_task(co.encode(req(t), 5.0, [])) for t in ("b", "c")]
-        await settle()
+        send, co, busy, waiting = await one_slot_taken("b", "c")
         assert co.fail_waiting(ServiceError(grpc.StatusCode.UNAVAILABLE, "ejected")) == 2
         for task in waiting:
             with pytest.raises(ServiceError, match="ejected"):
@@ -250,12 +245,7 @@ def test_an_ejected_replica_fails_what_waits_instead_of_sending_it_there() -> No
 
 def test_close_fails_what_waits() -> None:
     async def run() -> None:
-        send = GatedSend()
-        co = Coalescer(send, max_calls=1)
-        busy = asyncio.create_task(co.encode(req("a"), 5.0, []))
-        await settle()
-        waiting = asyncio.create_task(co.encode(req("b"), 5.0, []))
-        await settle()
+        _, co, busy, (waiting,) = await one_slot_taken("b")
         await co.close()
         with pytest.raises(ServiceError, match="shutting down"):
             await waiting
